@@ -1,0 +1,239 @@
+defmodule Shmex.Native do
+  # Copies (or page frees) above this many bytes go to a dirty scheduler.
+  @dirty_above 2_097_152
+
+  @moduledoc """
+  Operations on the shared memory behind a `%Shmex{}` struct.
+
+  Every function takes the struct whole and returns `{:ok, result}` or
+  `{:error, reason}`; the struct in a result replaces the one passed in.
+
+  ## Errors
+
+  Reasons are those of Shmex 0.5.1, plus three for calls that 0.5.1 crashed on:
+
+    * `{posix, syscall}` - the OS refused: `posix` is an errno atom as in
+      `t::file.posix/0` (`:enoent`, `:enospc`, …), `syscall` is `:shm_open`
+      (opening or inspecting the segment), `:ftruncate` (sizing it or
+      reserving its pages) or `:mmap` (mapping it)
+    * `:invalid_payload` - the struct claims more than its segment has: a
+      `size` over its `capacity`, or a `capacity` over the segment's real size
+      (a forged struct, or a stale copy of one whose segment was shrunk since)
+    * `:invalid_read_size`, `:invalid_position`, `:invalid_trim_size` - a byte
+      count past the struct's `size`
+    * `:already_guarded` - from `add_guard/1` only
+
+  Malformed arguments (not a `%Shmex{}`, a negative or non-integer size, data
+  that is not a binary, a name with a NUL byte) raise `ArgumentError` naming
+  the argument, and so does a struct with `name: nil` anywhere but `allocate/1`.
+
+  ## Scheduling
+
+  Calls that copy or free more than #{div(@dirty_above, 1_048_576)} MiB run on
+  a dirty CPU scheduler, so that no normal scheduler is held for long.
+  """
+
+  alias Shmex.Native.Nif
+
+  @typedoc "Why a call failed; see the module docs."
+  @type reason ::
+          {:file.posix(), :shm_open | :ftruncate | :mmap}
+          | :invalid_payload
+          | :invalid_read_size
+          | :invalid_position
+          | :invalid_trim_size
+          | :already_guarded
+
+  @typedoc "An OS error, or a struct that does not fit its segment."
+  @type segment_error :: {:file.posix(), :shm_open | :ftruncate | :mmap} | :invalid_payload
+
+  defguardp big(bytes) when is_integer(bytes) and bytes > @dirty_above
+
+  @doc """
+  Creates the segment `shm` describes and a guard for it.
+
+  The segment gets `shm.capacity` zero bytes and is readable and writable by
+  this OS user only. Its name is `shm.name`, or a fresh name (`"/shmex-…"`,
+  31 bytes, unique on this host) when that is `nil`. The returned struct holds
+  the guard: when the BEAM collects it, the segment is unlinked, and it
+  disappears once no OS process has it mapped.
+
+  Pages are only reserved when data is written, so a large capacity costs
+  nothing until used.
+
+  ## Errors
+
+    * `{:eexist, :shm_open}` - a segment called `shm.name` exists
+    * `{:enametoolong, :shm_open}`, `{:einval, :shm_open}` - the OS refuses
+      `shm.name` (over 255 bytes; a slash after the first byte)
+    * `{:efbig, :ftruncate}` - the capacity is more than a file can hold
+    * `:invalid_payload` - `shm.size` is over `shm.capacity`
+  """
+  @spec allocate(Shmex.t()) :: {:ok, Shmex.t()} | {:error, segment_error()}
+  def allocate(shm), do: Nif.allocate(shm)
+
+  @doc """
+  Adds a guard to a struct whose segment was made by other code (a NIF, or
+  another OS process) and has no guard of this library.
+
+  The segment is opened to check it exists and that the struct fits it. From
+  then on collecting the struct unlinks the segment. A guard of another
+  library in the `guard` field is replaced.
+
+  ## Errors
+
+    * `:already_guarded` - the struct holds a guard of this library
+    * `{:enoent, :shm_open}` - there is no such segment (on this host)
+    * `:invalid_payload` - the struct does not fit the segment
+  """
+  @spec add_guard(Shmex.t()) :: {:ok, Shmex.t()} | {:error, :already_guarded | segment_error()}
+  def add_guard(shm), do: Nif.add_guard(shm)
+
+  @doc """
+  Resizes the segment to exactly `capacity` bytes.
+
+  Data past `capacity` is lost and `size` shrinks to fit; growing adds zero
+  bytes (reserved only when written).
+
+  ## Errors
+
+    * `{:enoent, :shm_open}` - the segment is gone, or on another host
+    * `{:efbig, :ftruncate}` - the capacity is more than a file can hold
+    * `:invalid_payload` - the struct does not fit the segment
+  """
+  @spec set_capacity(Shmex.t(), capacity :: non_neg_integer()) ::
+          {:ok, Shmex.t()} | {:error, segment_error()}
+  def set_capacity(%Shmex{capacity: current} = shm, capacity)
+      when is_integer(capacity) and big(current - capacity),
+      do: Nif.set_capacity_dirty(shm, capacity)
+
+  def set_capacity(shm, capacity), do: Nif.set_capacity(shm, capacity)
+
+  @doc """
+  Reads the data: `shm.size` bytes.
+
+  ## Errors
+
+    * `{:enoent, :shm_open}` - the segment is gone, or on another host
+    * `{:enospc, :ftruncate}` - the data includes pages never written, and
+      `/dev/shm` has no room to back them
+    * `:invalid_payload` - the struct does not fit the segment
+  """
+  @spec read(Shmex.t()) :: {:ok, binary()} | {:error, segment_error()}
+  def read(%Shmex{size: size} = shm), do: read(shm, size)
+  # Not a struct: the NIF raises an ArgumentError saying so.
+  def read(shm), do: Nif.read(shm, 0)
+
+  @doc """
+  Reads the first `read_size` bytes of data.
+
+  ## Errors
+
+    * `:invalid_read_size` - `read_size` is over `shm.size`
+    * the errors of `read/1`
+  """
+  @spec read(Shmex.t(), read_size :: non_neg_integer()) ::
+          {:ok, binary()} | {:error, :invalid_read_size | segment_error()}
+  def read(shm, read_size) when big(read_size), do: Nif.read_dirty(shm, read_size)
+  def read(shm, read_size), do: Nif.read(shm, read_size)
+
+  @doc """
+  Replaces the data with `data`.
+
+  `size` becomes `byte_size(data)`; the segment grows when `data` does not fit
+  the capacity. Whatever the struct's `size` and `capacity` say, the result is
+  right: a write is how a stale struct is brought up to date.
+
+  ## Errors
+
+    * `{:enospc, :ftruncate}` - `/dev/shm` has no room for the data
+    * `{:enoent, :shm_open}` - the segment is gone, or on another host
+  """
+  @spec write(Shmex.t(), data :: binary()) :: {:ok, Shmex.t()} | {:error, segment_error()}
+  def write(shm, data) when is_binary(data) and big(byte_size(data)),
+    do: Nif.write_dirty(shm, data)
+
+  def write(shm, data), do: Nif.write(shm, data)
+
+  @doc """
+  Splits the data at `position`: the bytes past it move to a new segment.
+
+  The first struct returned is `shm` with `size: position` (name, guard and
+  capacity unchanged; the bytes stay in the segment). The second is a new
+  guarded segment with the rest, its `capacity` equal to its `size`.
+  `split_at(shm, shm.size)` gives an empty second part.
+
+  ## Errors
+
+    * `:invalid_position` - `position` is over `shm.size`
+    * `{:enospc, :ftruncate}` - `/dev/shm` has no room for the new segment
+    * the errors of `read/1`
+  """
+  @spec split_at(Shmex.t(), position :: non_neg_integer()) ::
+          {:ok, {Shmex.t(), Shmex.t()}} | {:error, :invalid_position | segment_error()}
+  def split_at(%Shmex{size: size} = shm, position)
+      when is_integer(position) and big(size - position),
+      do: Nif.split_at_dirty(shm, position)
+
+  def split_at(shm, position), do: Nif.split_at(shm, position)
+
+  @doc """
+  Appends `source`'s data to `target`'s.
+
+  `target` keeps its name and guard; its segment is resized to exactly
+  `target.size + source.size` bytes, which become both its `size` and its
+  `capacity`. `source` is unchanged; it may be `target` itself.
+
+  ## Errors
+
+    * `{:enospc, :ftruncate}` - `/dev/shm` has no room for the result
+    * the errors of `read/1`, for either struct
+  """
+  @spec append(target :: Shmex.t(), source :: Shmex.t()) ::
+          {:ok, Shmex.t()} | {:error, segment_error()}
+  def append(target, %Shmex{size: size} = source) when big(size),
+    do: Nif.append_dirty(target, source)
+
+  def append(target, source), do: Nif.append(target, source)
+
+  @doc """
+  Keeps the struct, and so its segment, alive up to this call; returns `:ok`.
+
+  Call it after another OS process has opened the segment whose name you
+  sent it, so that the segment is not unlinked before that.
+  """
+  @spec ensure_not_gc(Shmex.t()) :: :ok
+  def ensure_not_gc(shm), do: Nif.ensure_not_gc(shm)
+
+  @doc """
+  Shrinks the segment to the data: `capacity` becomes `size`.
+
+  ## Errors
+
+    * `{:enoent, :shm_open}` - the segment is gone, or on another host
+    * `:invalid_payload` - the struct does not fit the segment
+  """
+  @spec trim(Shmex.t()) :: {:ok, Shmex.t()} | {:error, segment_error()}
+  def trim(%Shmex{size: size, capacity: capacity} = shm) when big(capacity - size),
+    do: Nif.trim_dirty(shm, 0)
+
+  def trim(shm), do: Nif.trim(shm, 0)
+
+  @doc """
+  Drops the first `bytes` bytes of data and shrinks the segment to the rest.
+
+  The struct keeps its name and guard; `size` and `capacity` both become
+  `shm.size - bytes`.
+
+  ## Errors
+
+    * `:invalid_trim_size` - `bytes` is over `shm.size`
+    * the errors of `trim/1`
+  """
+  @spec trim(Shmex.t(), bytes :: non_neg_integer()) ::
+          {:ok, Shmex.t()} | {:error, :invalid_trim_size | segment_error()}
+  def trim(%Shmex{capacity: capacity} = shm, bytes) when big(capacity),
+    do: Nif.trim_dirty(shm, bytes)
+
+  def trim(shm, bytes), do: Nif.trim(shm, bytes)
+end

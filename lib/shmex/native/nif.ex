@@ -1,0 +1,31 @@
+defmodule Shmex.Native.Nif do
+  @moduledoc false
+  # Stubs replaced by the Rust NIF library (native/shmex_nif) when it loads.
+  # The `_dirty` twins run on a dirty CPU scheduler; `Shmex.Native` picks them
+  # for large copies.
+
+  @on_load :load
+
+  def load do
+    :shmex
+    |> :code.priv_dir()
+    |> :filename.join(~c"native/shmex_nif")
+    |> :erlang.load_nif(0)
+  end
+
+  def allocate(_shm), do: :erlang.nif_error(:nif_not_loaded)
+  def add_guard(_shm), do: :erlang.nif_error(:nif_not_loaded)
+  def ensure_not_gc(_shm), do: :erlang.nif_error(:nif_not_loaded)
+  def set_capacity(_shm, _capacity), do: :erlang.nif_error(:nif_not_loaded)
+  def set_capacity_dirty(_shm, _capacity), do: :erlang.nif_error(:nif_not_loaded)
+  def read(_shm, _read_size), do: :erlang.nif_error(:nif_not_loaded)
+  def read_dirty(_shm, _read_size), do: :erlang.nif_error(:nif_not_loaded)
+  def write(_shm, _data), do: :erlang.nif_error(:nif_not_loaded)
+  def write_dirty(_shm, _data), do: :erlang.nif_error(:nif_not_loaded)
+  def split_at(_shm, _position), do: :erlang.nif_error(:nif_not_loaded)
+  def split_at_dirty(_shm, _position), do: :erlang.nif_error(:nif_not_loaded)
+  def append(_target, _source), do: :erlang.nif_error(:nif_not_loaded)
+  def append_dirty(_target, _source), do: :erlang.nif_error(:nif_not_loaded)
+  def trim(_shm, _bytes), do: :erlang.nif_error(:nif_not_loaded)
+  def trim_dirty(_shm, _bytes), do: :erlang.nif_error(:nif_not_loaded)
+end

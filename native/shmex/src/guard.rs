@@ -1,0 +1,133 @@
+//! The guard: ties a segment's life to the BEAM's garbage collector, and keeps
+//! the segment open and mapped between calls while it lives.
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use crate::budget::Slot;
+use crate::error::Result;
+use crate::name::ShmName;
+use crate::segment::{self, Segment};
+
+/// Owns a segment's name: dropping the guard unlinks the segment.
+///
+/// A guarded segment is normally only reached through its guard, so the guard
+/// keeps the segment's descriptor and mapping for the next call (as long as a
+/// [`Slot`] is free), and calls on one guard are serialized by its lock.
+#[derive(Debug)]
+pub struct Guard {
+    name: ShmName,
+    kept: Mutex<Option<Kept>>,
+}
+
+#[derive(Debug)]
+struct Kept {
+    segment: Segment,
+    _slot: Slot,
+}
+
+impl Guard {
+    /// Guards the segment `name`; `segment`, when given, is that segment
+    /// opened already, to be kept if a slot is free.
+    pub fn new(name: ShmName, segment: Option<Segment>) -> Guard {
+        let kept = segment.and_then(Kept::new);
+        Guard {
+            name,
+            kept: Mutex::new(kept),
+        }
+    }
+
+    /// The name of the guarded segment.
+    pub fn name(&self) -> &ShmName {
+        &self.name
+    }
+
+    /// Whether the guard holds the segment open between calls.
+    pub fn keeps_segment_open(&self) -> bool {
+        self.lock().is_some()
+    }
+
+    /// Runs `f` on the segment, which the guard keeps open if it can. No other
+    /// call through this guard runs meanwhile.
+    pub fn with_segment<R>(&self, f: impl FnOnce(&mut Segment) -> Result<R>) -> Result<R> {
+        let mut kept = self.lock();
+        if let Some(kept) = kept.as_mut() {
+            kept.segment.refresh()?;
+            return f(&mut kept.segment);
+        }
+        let mut segment = Segment::open(&self.name)?;
+        let result = f(&mut segment);
+        *kept = Kept::new(segment);
+        result
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<Kept>> {
+        // The data is a cache: a panic elsewhere cannot leave it inconsistent.
+        self.kept.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Kept {
+    fn new(segment: Segment) -> Option<Kept> {
+        Slot::acquire().map(|slot| Kept {
+            segment,
+            _slot: slot,
+        })
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        segment::unlink(&self.name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+    use nix::errno::Errno;
+
+    fn exists(name: &ShmName) -> bool {
+        Segment::open(name).is_ok()
+    }
+
+    #[test]
+    fn dropping_the_guard_unlinks_the_segment() {
+        let (name, segment) = Segment::create_unique(10).unwrap();
+        let guard = Guard::new(name.clone(), Some(segment));
+        assert!(exists(&name));
+        drop(guard);
+        assert!(!exists(&name));
+    }
+
+    #[test]
+    fn a_guard_reopens_its_segment_when_it_keeps_none() {
+        let (name, mut segment) = Segment::create_unique(5).unwrap();
+        segment.write(0, b"hello").unwrap();
+        let guard = Guard::new(name, None);
+        let mut data = [0; 5];
+        guard
+            .with_segment(|segment| segment.read(0, &mut data))
+            .unwrap();
+        assert_eq!(&data, b"hello");
+    }
+
+    #[test]
+    fn a_kept_segment_sees_resizes_made_elsewhere() {
+        let (name, segment) = Segment::create_unique(100).unwrap();
+        let guard = Guard::new(name.clone(), Some(segment));
+        Segment::open(&name).unwrap().resize(7).unwrap();
+        assert_eq!(guard.with_segment(|segment| Ok(segment.len())).unwrap(), 7);
+    }
+
+    #[test]
+    fn a_guard_of_a_vanished_segment_reports_enoent() {
+        let (name, _) = Segment::create_unique(1).unwrap();
+        segment::unlink(&name);
+        let guard = Guard::new(name, None);
+        assert_eq!(
+            guard.with_segment(|_| Ok(())).unwrap_err(),
+            Error::Os(Errno::ENOENT, crate::Syscall::ShmOpen)
+        );
+    }
+}

@@ -1,0 +1,473 @@
+//! An open POSIX shared memory segment: its file descriptor, a mapping of the
+//! part touched so far, and the bookkeeping that makes touching it safe.
+//!
+//! Every `unsafe` block of the crate is in this file. Touching a mapped page
+//! raises SIGBUS, which kills the whole VM, in two cases: the page lies past
+//! the end of the segment, or it is a hole and tmpfs has no page left to fill
+//! it with. So bytes are only ever touched in `[0, end)` with
+//!
+//! - `end <= len`, the segment's size as of the last [`Segment::refresh`] or
+//!   our own resize, and
+//! - `end <= backed`, the prefix whose pages `posix_fallocate` has reserved,
+//!   so that a full `/dev/shm` is an `ENOSPC` error instead of a signal.
+//!
+//! What this cannot rule out: another OS process shrinking or hole-punching
+//! the segment between the check and the copy.
+
+use std::num::NonZeroUsize;
+use std::os::fd::{AsFd, OwnedFd};
+use std::ptr::NonNull;
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::mman::{self, MapFlags, ProtFlags};
+use nix::sys::stat::{self, Mode};
+use nix::unistd;
+
+use crate::error::{Context, Error, Result, Syscall};
+use crate::name::ShmName;
+
+/// How often [`Segment::create_unique`] draws a new name after `EEXIST`.
+const CREATE_ATTEMPTS: usize = 1000;
+
+/// An open shared memory segment.
+///
+/// Dropping it unmaps and closes it; the segment itself lives on until it is
+/// unlinked ([`unlink`]) and no process has it open or mapped.
+///
+/// # Safety
+///
+/// Other OS processes may open the same segment by name and change it at any
+/// time. Their writes are seen here, which is the point of shared memory. If
+/// one of them shrinks the segment while a copy is running here, that copy
+/// touches pages past its end and the process gets SIGBUS; the checks here
+/// catch every shrink that happens before [`Segment::refresh`].
+#[derive(Debug)]
+pub struct Segment {
+    fd: OwnedFd,
+    len: u64,
+    backed: u64,
+    map: Option<Map>,
+}
+
+impl Segment {
+    /// Creates the segment `name` with `len` zero bytes, readable and writable
+    /// by this user only. Fails with `EEXIST` if it exists.
+    pub fn create(name: &ShmName, len: u64) -> Result<Segment> {
+        let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR;
+        let fd = mman::shm_open(name.as_c_str(), flags, Mode::S_IRUSR | Mode::S_IWUSR)
+            .during(Syscall::ShmOpen)?;
+        let mut segment = Segment::with_fd(fd, 0);
+        if let Err(error) = segment.resize(len) {
+            unlink(name);
+            return Err(error);
+        }
+        Ok(segment)
+    }
+
+    /// Creates a segment of `len` zero bytes under a fresh generated name.
+    pub fn create_unique(len: u64) -> Result<(ShmName, Segment)> {
+        let mut attempts = 0;
+        loop {
+            let name = ShmName::generate();
+            match Segment::create(&name, len) {
+                Err(Error::Os(Errno::EEXIST, _)) if attempts < CREATE_ATTEMPTS => attempts += 1,
+                created => return created.map(|segment| (name, segment)),
+            }
+        }
+    }
+
+    /// Opens the existing segment `name` for reading and writing.
+    pub fn open(name: &ShmName) -> Result<Segment> {
+        let fd = mman::shm_open(name.as_c_str(), OFlag::O_RDWR, Mode::empty())
+            .during(Syscall::ShmOpen)?;
+        let mut segment = Segment::with_fd(fd, 0);
+        segment.refresh()?;
+        Ok(segment)
+    }
+
+    fn with_fd(fd: OwnedFd, len: u64) -> Segment {
+        Segment {
+            fd,
+            len,
+            backed: 0,
+            map: None,
+        }
+    }
+
+    /// The segment's size in bytes, as of the last [`refresh`](Self::refresh)
+    /// or resize.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the segment is zero bytes long.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Asks the OS for the segment's size (`fstat`): someone else may have
+    /// resized it since we last looked.
+    pub fn refresh(&mut self) -> Result<u64> {
+        let stat = stat::fstat(self.fd.as_fd()).during(Syscall::ShmOpen)?;
+        self.set_known_len(u64::try_from(stat.st_size).unwrap_or(0));
+        Ok(self.len)
+    }
+
+    /// Sets the segment's size (`ftruncate`): growing adds zero bytes,
+    /// shrinking drops the tail.
+    pub fn resize(&mut self, len: u64) -> Result<()> {
+        let off = i64::try_from(len).map_err(|_| Error::Os(Errno::EFBIG, Syscall::Ftruncate))?;
+        unistd::ftruncate(self.fd.as_fd(), off).during(Syscall::Ftruncate)?;
+        self.set_known_len(len);
+        Ok(())
+    }
+
+    fn set_known_len(&mut self, len: u64) {
+        self.len = len;
+        self.backed = self.backed.min(len);
+    }
+
+    /// Checks that `[offset, offset + len)` can be read or written, reserving
+    /// and mapping it, so that a caller can allocate a buffer for it knowing
+    /// the copy will not fail (a struct may claim terabytes it does not have).
+    pub fn prepare(&mut self, offset: u64, len: u64) -> Result<()> {
+        self.touchable(offset, len).map(drop)
+    }
+
+    /// Fills `buffer` with the bytes at `offset`.
+    pub fn read(&mut self, offset: u64, buffer: &mut [u8]) -> Result<()> {
+        let base = self.touchable(offset, buffer.len() as u64)?;
+        // SAFETY: `touchable` vouched for `[offset, offset + buffer.len())` of
+        // the mapping; `buffer` is the caller's memory, distinct from it.
+        unsafe { copy(base.add(offset as usize), buffer.as_mut_ptr(), buffer.len()) };
+        Ok(())
+    }
+
+    /// Writes `data` at `offset`. The segment must already be large enough.
+    pub fn write(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        let base = self.touchable(offset, data.len() as u64)?;
+        // SAFETY: `touchable` vouched for `[offset, offset + data.len())`;
+        // `data` is caller memory, distinct from the mapping.
+        unsafe { copy(data.as_ptr(), base.add(offset as usize), data.len()) };
+        Ok(())
+    }
+
+    /// Copies `len` bytes from `from` to `to` within this segment; the two
+    /// ranges may overlap.
+    pub fn copy_within(&mut self, from: u64, to: u64, len: u64) -> Result<()> {
+        let end = from.max(to).checked_add(len).ok_or(Error::InvalidPayload)?;
+        let base = self.touchable(0, end)?;
+        // SAFETY: both ranges lie in `[0, end)`, which `touchable` vouched for;
+        // `copy` is a memmove.
+        unsafe { copy(base.add(from as usize), base.add(to as usize), len as usize) };
+        Ok(())
+    }
+
+    /// Copies `len` bytes at `from` in this segment to `to` in `target`.
+    ///
+    /// `target` must be another open segment; for one segment opened twice
+    /// the copy is still a memmove, but overlapping ranges may mix old and new
+    /// bytes, so copies inside one segment belong in [`copy_within`](Self::copy_within).
+    pub fn copy_to(&mut self, from: u64, target: &mut Segment, to: u64, len: u64) -> Result<()> {
+        let source = self.touchable(from, len)?;
+        let destination = target.touchable(to, len)?;
+        // SAFETY: `touchable` vouched for both ranges, each in its own mapping.
+        unsafe {
+            copy(
+                source.add(from as usize),
+                destination.add(to as usize),
+                len as usize,
+            )
+        };
+        Ok(())
+    }
+
+    /// The base of a mapping that may be touched in `[offset, offset + len)`,
+    /// after checking that range against the segment (see the module docs).
+    fn touchable(&mut self, offset: u64, len: u64) -> Result<*mut u8> {
+        let end = offset.checked_add(len).ok_or(Error::InvalidPayload)?;
+        if end > self.len {
+            return Err(Error::InvalidPayload);
+        }
+        if len == 0 {
+            return Ok(NonNull::dangling().as_ptr());
+        }
+        let end = usize::try_from(end).map_err(|_| Error::Os(Errno::ENOMEM, Syscall::Mmap))?;
+        self.reserve(end as u64)?;
+        self.map_prefix(end)
+    }
+
+    /// Reserves the pages of `[0, end)` so touching them cannot fault.
+    ///
+    /// Shmex data always starts at offset 0, so the reserved part is a prefix:
+    /// a segment with a large capacity and little data stays sparse.
+    fn reserve(&mut self, end: u64) -> Result<()> {
+        if end > self.backed {
+            reserve_pages(&self.fd, self.backed, end - self.backed)?;
+            self.backed = end;
+        }
+        Ok(())
+    }
+
+    /// Maps at least `[0, end)`, growing the mapping we have when needed.
+    fn map_prefix(&mut self, end: usize) -> Result<*mut u8> {
+        let len = NonZeroUsize::new(end).ok_or(Error::InvalidPayload)?;
+        match &mut self.map {
+            Some(map) if map.len >= len => {}
+            Some(map) => map.grow(&self.fd, len)?,
+            None => self.map = Some(Map::new(&self.fd, len)?),
+        }
+        Ok(self
+            .map
+            .as_ref()
+            .map_or(NonNull::dangling(), |map| map.ptr)
+            .as_ptr())
+    }
+}
+
+/// Removes the name `name`; the segment's memory is freed once no process
+/// has it open or mapped. Errors are ignored: the segment may already be gone.
+pub fn unlink(name: &ShmName) {
+    let _ = mman::shm_unlink(name.as_c_str());
+}
+
+#[cfg(any(target_os = "linux", target_os = "freebsd"))]
+fn reserve_pages(fd: &OwnedFd, offset: u64, len: u64) -> Result<()> {
+    let offset = i64::try_from(offset).map_err(|_| Error::Os(Errno::EFBIG, Syscall::Ftruncate))?;
+    let len = i64::try_from(len).map_err(|_| Error::Os(Errno::EFBIG, Syscall::Ftruncate))?;
+    nix::fcntl::posix_fallocate(fd.as_fd(), offset, len).during(Syscall::Ftruncate)
+}
+
+/// macOS has no `posix_fallocate`; its shared memory is not a size-limited
+/// tmpfs either.
+#[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+fn reserve_pages(_fd: &OwnedFd, _offset: u64, _len: u64) -> Result<()> {
+    Ok(())
+}
+
+/// A shared read-write mapping of a segment's first `len` bytes.
+#[derive(Debug)]
+struct Map {
+    ptr: NonNull<u8>,
+    len: NonZeroUsize,
+}
+
+// SAFETY: a `Map` is an address range owned by whoever owns the `Segment`;
+// nothing about it is tied to the thread that made it.
+unsafe impl Send for Map {}
+
+impl Map {
+    fn new(fd: &OwnedFd, len: NonZeroUsize) -> Result<Map> {
+        // SAFETY: a fresh shared mapping chosen by the kernel overlaps nothing
+        // of ours; `Drop` unmaps exactly this range.
+        let ptr = unsafe {
+            mman::mmap(
+                None,
+                len,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED,
+                fd.as_fd(),
+                0,
+            )
+        }
+        .during(Syscall::Mmap)?;
+        Ok(Map {
+            ptr: ptr.cast(),
+            len,
+        })
+    }
+
+    /// Extends the mapping to `len` bytes; it may move.
+    #[cfg(target_os = "linux")]
+    fn grow(&mut self, _fd: &OwnedFd, len: NonZeroUsize) -> Result<()> {
+        // SAFETY: `ptr`/`len` are exactly our mapping; on success the old
+        // range is gone and `self` describes the new one, on failure the old
+        // one is untouched. No reference into the mapping outlives a call.
+        let ptr = unsafe {
+            mman::mremap(
+                self.ptr.cast(),
+                self.len.get(),
+                len.get(),
+                mman::MRemapFlags::MREMAP_MAYMOVE,
+                None,
+            )
+        }
+        .during(Syscall::Mmap)?;
+        self.ptr = ptr.cast();
+        self.len = len;
+        Ok(())
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn grow(&mut self, fd: &OwnedFd, len: NonZeroUsize) -> Result<()> {
+        *self = Map::new(fd, len)?;
+        Ok(())
+    }
+}
+
+impl Drop for Map {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the range `new`/`grow` mapped, once. It can
+        // only fail for a range that is not a mapping, which would be a bug
+        // here, not something to report from a destructor.
+        let _ = unsafe { mman::munmap(self.ptr.cast(), self.len.get()) };
+    }
+}
+
+/// `memmove` from `source` to `destination`.
+///
+/// # Safety
+///
+/// Both ranges must be valid for `len` bytes.
+unsafe fn copy(source: *const u8, destination: *mut u8, len: usize) {
+    // SAFETY: forwarded to the caller.
+    unsafe { std::ptr::copy(source, destination, len) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A segment under a fresh name, unlinked when the test ends.
+    pub(crate) struct Scratch {
+        pub name: ShmName,
+        pub segment: Segment,
+    }
+
+    impl Scratch {
+        pub fn new(len: u64) -> Scratch {
+            let (name, segment) = Segment::create_unique(len).unwrap();
+            Scratch { name, segment }
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            unlink(&self.name);
+        }
+    }
+
+    fn read_all(segment: &mut Segment) -> Vec<u8> {
+        let mut data = vec![0; segment.len() as usize];
+        segment.read(0, &mut data).unwrap();
+        data
+    }
+
+    #[test]
+    fn a_new_segment_is_zeroed() {
+        let mut scratch = Scratch::new(100);
+        assert_eq!(read_all(&mut scratch.segment), vec![0; 100]);
+    }
+
+    #[test]
+    fn writes_are_seen_through_another_descriptor() {
+        let mut scratch = Scratch::new(8);
+        scratch.segment.write(2, b"abc").unwrap();
+        let mut other = Segment::open(&scratch.name).unwrap();
+        assert_eq!(read_all(&mut other), b"\0\0abc\0\0\0");
+    }
+
+    #[test]
+    fn creating_an_existing_name_fails_with_eexist() {
+        let scratch = Scratch::new(1);
+        let error = Segment::create(&scratch.name, 1).unwrap_err();
+        assert_eq!(error, Error::Os(Errno::EEXIST, Syscall::ShmOpen));
+    }
+
+    #[test]
+    fn segments_are_private_to_their_user() {
+        let scratch = Scratch::new(1);
+        let stat = stat::fstat(scratch.segment.fd.as_fd()).unwrap();
+        assert_eq!(stat.st_mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn opening_a_missing_segment_fails_with_enoent() {
+        let error = Segment::open(&ShmName::generate()).unwrap_err();
+        assert_eq!(error, Error::Os(Errno::ENOENT, Syscall::ShmOpen));
+    }
+
+    #[test]
+    fn access_past_the_end_is_refused() {
+        let mut scratch = Scratch::new(4);
+        assert_eq!(scratch.segment.write(2, b"abc"), Err(Error::InvalidPayload));
+        assert_eq!(
+            scratch.segment.prepare(u64::MAX, 2),
+            Err(Error::InvalidPayload)
+        );
+        assert_eq!(
+            scratch.segment.copy_within(0, 3, 2),
+            Err(Error::InvalidPayload)
+        );
+    }
+
+    #[test]
+    fn zero_length_segments_need_no_mapping() {
+        let mut scratch = Scratch::new(0);
+        assert_eq!(read_all(&mut scratch.segment), b"");
+        scratch.segment.write(0, b"").unwrap();
+        assert!(scratch.segment.map.is_none());
+    }
+
+    #[test]
+    fn a_shrink_by_another_descriptor_is_seen_after_refresh() {
+        let mut scratch = Scratch::new(4096);
+        scratch.segment.write(0, &[7; 4096]).unwrap();
+        Segment::open(&scratch.name).unwrap().resize(10).unwrap();
+        assert_eq!(scratch.segment.refresh().unwrap(), 10);
+        assert_eq!(scratch.segment.prepare(0, 4096), Err(Error::InvalidPayload));
+        assert_eq!(read_all(&mut scratch.segment), vec![7; 10]);
+    }
+
+    #[test]
+    fn growing_keeps_the_data_and_remaps() {
+        let mut scratch = Scratch::new(3);
+        scratch.segment.write(0, b"abc").unwrap();
+        scratch.segment.resize(1 << 20).unwrap();
+        scratch.segment.write((1 << 20) - 3, b"xyz").unwrap();
+        let data = read_all(&mut scratch.segment);
+        assert_eq!(&data[..3], b"abc");
+        assert_eq!(&data[(1 << 20) - 3..], b"xyz");
+    }
+
+    #[test]
+    fn copy_within_is_a_memmove() {
+        let mut scratch = Scratch::new(6);
+        scratch.segment.write(0, b"abcdef").unwrap();
+        scratch.segment.copy_within(0, 2, 4).unwrap();
+        assert_eq!(read_all(&mut scratch.segment), b"ababcd");
+        scratch.segment.copy_within(2, 0, 4).unwrap();
+        assert_eq!(read_all(&mut scratch.segment), b"abcdcd");
+    }
+
+    #[test]
+    fn copy_to_moves_bytes_between_segments() {
+        let mut source = Scratch::new(5);
+        let mut target = Scratch::new(5);
+        source.segment.write(0, b"hello").unwrap();
+        source
+            .segment
+            .copy_to(1, &mut target.segment, 0, 4)
+            .unwrap();
+        assert_eq!(read_all(&mut target.segment), b"ello\0");
+    }
+
+    #[test]
+    fn sizes_beyond_off_t_are_efbig() {
+        let mut scratch = Scratch::new(0);
+        assert_eq!(
+            scratch.segment.resize(u64::MAX),
+            Err(Error::Os(Errno::EFBIG, Syscall::Ftruncate))
+        );
+    }
+
+    #[test]
+    fn only_the_touched_prefix_takes_memory() {
+        let mut scratch = Scratch::new(5 << 30);
+        scratch.segment.write(0, &[1; 8192]).unwrap();
+        let stat = stat::fstat(scratch.segment.fd.as_fd()).unwrap();
+        assert_eq!(stat.st_size, 5 << 30);
+        assert!(stat.st_blocks * 512 < 1 << 20, "{} blocks", stat.st_blocks);
+    }
+}
