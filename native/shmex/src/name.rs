@@ -12,6 +12,9 @@ pub const PREFIX: &str = "/shmex-";
 /// The longest generated name, in bytes: macOS refuses POSIX shm names over 31.
 pub const GENERATED_LEN: usize = 31;
 
+/// The longest name a file can have, and so a segment (leading slashes aside).
+const NAME_MAX: usize = 255;
+
 /// The name of a POSIX shared memory object, as `shm_open(3)` takes it.
 ///
 /// Any byte string without NUL bytes is accepted here; the OS has the last
@@ -53,6 +56,13 @@ impl ShmName {
         let name = format!("{PREFIX}{tag}{}", base36(count, 13));
         debug_assert_eq!(name.len(), GENERATED_LEN);
         ShmName(CString::new(name).expect("base-36 digits contain no NUL"))
+    }
+
+    /// Whether the name is longer than any segment's can be.
+    pub fn is_too_long(&self) -> bool {
+        let bytes = self.as_bytes();
+        let leading_slashes = bytes.iter().take_while(|&&b| b == b'/').count();
+        bytes.len() - leading_slashes > NAME_MAX
     }
 
     /// The name as `shm_open(3)` takes it.
@@ -113,6 +123,13 @@ mod tests {
     fn names_with_nul_bytes_are_refused() {
         assert!(ShmName::new(b"/a\0b").is_none());
         assert_eq!(ShmName::new(b"/ab").unwrap().as_bytes(), b"/ab");
+    }
+
+    #[test]
+    fn names_over_255_bytes_are_too_long() {
+        let name = |len: usize| ShmName::new(format!("/{}", "a".repeat(len)).as_bytes()).unwrap();
+        assert!(!name(255).is_too_long());
+        assert!(name(256).is_too_long());
     }
 
     #[test]

@@ -55,8 +55,7 @@ impl Segment {
     /// by this user only. Fails with `EEXIST` if it exists.
     pub fn create(name: &ShmName, len: u64) -> Result<Segment> {
         let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR;
-        let fd = mman::shm_open(name.as_c_str(), flags, Mode::S_IRUSR | Mode::S_IWUSR)
-            .during(Syscall::ShmOpen)?;
+        let fd = shm_open(name, flags, Mode::S_IRUSR | Mode::S_IWUSR)?;
         let mut segment = Segment::with_fd(fd, 0);
         if let Err(error) = segment.resize(len) {
             unlink(name);
@@ -79,8 +78,7 @@ impl Segment {
 
     /// Opens the existing segment `name` for reading and writing.
     pub fn open(name: &ShmName) -> Result<Segment> {
-        let fd = mman::shm_open(name.as_c_str(), OFlag::O_RDWR, Mode::empty())
-            .during(Syscall::ShmOpen)?;
+        let fd = shm_open(name, OFlag::O_RDWR, Mode::empty())?;
         let mut segment = Segment::with_fd(fd, 0);
         segment.refresh()?;
         Ok(segment)
@@ -224,6 +222,15 @@ impl Segment {
             .map_or(NonNull::dangling(), |map| map.ptr)
             .as_ptr())
     }
+}
+
+/// `shm_open(3)`, with the name's length checked here: glibc before 2.37
+/// reports a name over `NAME_MAX` bytes as `EINVAL`, like an inner slash.
+fn shm_open(name: &ShmName, flags: OFlag, mode: Mode) -> Result<OwnedFd> {
+    if name.is_too_long() {
+        return Err(Error::Os(Errno::ENAMETOOLONG, Syscall::ShmOpen));
+    }
+    mman::shm_open(name.as_c_str(), flags, mode).during(Syscall::ShmOpen)
 }
 
 /// Removes the name `name`; the segment's memory is freed once no process

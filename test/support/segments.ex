@@ -1,0 +1,44 @@
+defmodule Shmex.Test.Segments do
+  @moduledoc false
+  # Looking at segments from the outside: through /dev/shm, as another OS
+  # process would.
+
+  @doc "The path of a segment in the shm filesystem."
+  def path(%Shmex{name: name}), do: path(name)
+  def path("/" <> name), do: Path.join("/dev/shm", name)
+
+  @doc "Whether the segment exists."
+  def exists?(shm_or_name), do: File.exists?(path(shm_or_name))
+
+  @doc "The segment's real size in bytes."
+  def real_size(shm_or_name), do: File.stat!(path(shm_or_name)).size
+
+  @doc "A name no test has used, at most 31 bytes."
+  def unique_name do
+    "/shmex-t#{System.unique_integer([:positive])}-#{System.pid()}"
+  end
+
+  @doc "Runs `fun` in a process that then exits, so nothing it made stays referenced."
+  def in_process(fun) do
+    task = Task.async(fun)
+    result = Task.await(task, :infinity)
+    :erlang.garbage_collect()
+    result
+  end
+
+  @doc "Waits until `condition` holds, collecting garbage meanwhile; false if it never does."
+  def eventually(condition, attempts \\ 100) do
+    cond do
+      condition.() ->
+        true
+
+      attempts == 0 ->
+        false
+
+      true ->
+        for pid <- Process.list(), do: :erlang.garbage_collect(pid)
+        Process.sleep(10)
+        eventually(condition, attempts - 1)
+    end
+  end
+end
