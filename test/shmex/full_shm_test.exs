@@ -1,0 +1,69 @@
+defmodule Shmex.FullShmTest do
+  # tmpfs allocates pages when they are first touched; touching one when the
+  # filesystem is full raises SIGBUS, which took 0.5.1 (and the VM) down.
+  # Here pages are reserved first, so a full /dev/shm is an error tuple.
+  use ExUnit.Case, async: true
+
+  alias Shmex.Test.IsolatedBeam
+
+  @moduletag :isolated_beam
+  if reason = IsolatedBeam.unavailable_reason() do
+    IO.puts("skipping #{inspect(__MODULE__)}: #{reason}")
+    @moduletag skip: reason
+  end
+
+  test "writing more than /dev/shm holds is {:error, {:enospc, _}}, and the VM lives on" do
+    code = ~S"""
+    alias Shmex.Native
+    big = :binary.copy(<<7>>, 3_000_000)
+
+    {:ok, small} = Native.allocate(%Shmex{capacity: 4096})
+    IO.inspect(Native.write(small, big), label: "write grows")
+
+    {:ok, sparse} = Native.allocate(%Shmex{capacity: 3_000_000})
+    IO.inspect(Native.write(sparse, big), label: "write into sparse")
+    IO.inspect(Native.read(%{sparse | size: 3_000_000}), label: "read holes")
+
+    {:ok, half} = Native.write(sparse, :binary.copy(<<1>>, 600_000))
+    IO.inspect(Native.split_at(half, 0), label: "split")
+    IO.inspect(Native.append(half, half), label: "append")
+    IO.inspect(Native.read(half, 10), label: "data intact")
+
+    try do
+      Shmex.new(big)
+    rescue
+      error in Shmex.Error -> IO.inspect(error.reason, label: "new raises")
+    end
+
+    IO.puts("alive")
+    """
+
+    {output, status} = IsolatedBeam.run(code, 1)
+
+    assert status == 0, output
+    assert output =~ "write grows: {:error, {:enospc, :ftruncate}}"
+    assert output =~ "write into sparse: {:error, {:enospc, :ftruncate}}"
+    assert output =~ "read holes: {:error, {:enospc, :ftruncate}}"
+    assert output =~ "split: {:error, {:enospc, :ftruncate}}"
+    assert output =~ "append: {:error, {:enospc, :ftruncate}}"
+    assert output =~ ~s(data intact: {:ok, <<1, 1, 1, 1, 1, 1, 1, 1, 1, 1>>})
+    assert output =~ "new raises: {:enospc, :ftruncate}"
+    assert output =~ "alive"
+  end
+
+  test "a struct from another host, whose /dev/shm is not ours, gives {:enoent, :shm_open}" do
+    code = ~S"""
+    shm = Shmex.new("made on another host")
+    IO.puts(shm |> :erlang.term_to_binary() |> Base.encode64())
+    """
+
+    {output, 0} = IsolatedBeam.run(code, 1)
+    shm = output |> String.trim() |> Base.decode64!() |> :erlang.binary_to_term()
+
+    assert %Shmex{size: 20} = shm
+    assert Shmex.Native.read(shm) == {:error, {:enoent, :shm_open}}
+    assert Shmex.Native.write(shm, "x") == {:error, {:enoent, :shm_open}}
+    assert Shmex.Native.add_guard(shm) == {:error, {:enoent, :shm_open}}
+    assert Shmex.Native.split_at(shm, 1) == {:error, {:enoent, :shm_open}}
+  end
+end
