@@ -41,4 +41,28 @@ defmodule Shmex.Test.Segments do
         eventually(condition, attempts - 1)
     end
   end
+
+  @doc """
+  What this OS process holds of shared memory: segment names in /dev/shm,
+  descriptors open on them, and mappings of them.
+  """
+  def held do
+    %{
+      names: "/dev/shm" |> File.ls!() |> Enum.count(&String.starts_with?(&1, "shmex-")),
+      descriptors: count_descriptors(&String.starts_with?(&1, "/dev/shm/")),
+      all_descriptors: count_descriptors(fn _ -> true end),
+      mappings:
+        "/proc/self/maps"
+        |> File.read!()
+        |> String.split("\n")
+        |> Enum.count(&(&1 =~ "/dev/shm/"))
+    }
+  end
+
+  defp count_descriptors(filter) do
+    "/proc/self/fd"
+    |> File.ls!()
+    |> Enum.map(&File.read_link(Path.join("/proc/self/fd", &1)))
+    |> Enum.count(fn link -> match?({:ok, _}, link) and filter.(elem(link, 1)) end)
+  end
 end

@@ -1,0 +1,34 @@
+defmodule Shmex.ScaleTest do
+  # More live segments than the default vm.max_map_count (65530) and than
+  # this machine's descriptor limit: segments are not each kept open and
+  # mapped, only as many as a budget allows; the rest are opened per call.
+  use ExUnit.Case, async: false
+
+  alias Shmex.Native
+  alias Shmex.Test.Segments
+
+  @segments 70_000
+
+  @tag timeout: 300_000
+  test "70,000 live, guarded, written segments all read back" do
+    before = Segments.held()
+
+    Segments.in_process(fn ->
+      segments = for i <- 1..@segments, do: Shmex.new(<<i::32, "payload">>)
+
+      for {shm, i} <- Enum.with_index(segments, 1) do
+        assert Native.read(shm) == {:ok, <<i::32, "payload">>}
+      end
+
+      held = Segments.held()
+      assert held.names - before.names == @segments
+      assert held.descriptors <= 4096 and held.mappings <= 4096, inspect(held)
+      # Reading them all again, from another process, still works.
+      assert segments
+             |> Task.async_stream(&Native.read/1)
+             |> Enum.all?(&match?({:ok, {:ok, _}}, &1))
+    end)
+
+    assert Segments.eventually(fn -> Segments.held() == before end, 500)
+  end
+end
