@@ -16,6 +16,7 @@ defmodule Shmex.Native.Nif do
   def allocate(_shm), do: :erlang.nif_error(:nif_not_loaded)
   def add_guard(_shm), do: :erlang.nif_error(:nif_not_loaded)
   def ensure_not_gc(_shm), do: :erlang.nif_error(:nif_not_loaded)
+  def stats, do: :erlang.nif_error(:nif_not_loaded)
   def set_capacity(_shm, _capacity), do: :erlang.nif_error(:nif_not_loaded)
   def set_capacity_dirty(_shm, _capacity), do: :erlang.nif_error(:nif_not_loaded)
   def read(_shm, _read_size), do: :erlang.nif_error(:nif_not_loaded)

@@ -7,8 +7,8 @@ use nix::errno::Errno;
 ///
 /// Shmex 0.5.1 reports every failure as one of three calls; callers match on
 /// them, so the set stays closed. The calls this crate makes besides those are
-/// reported against the one whose job they share: `fstat` against
-/// [`ShmOpen`](Syscall::ShmOpen) (finding out what the segment is),
+/// reported against the one whose job they share: `lseek`/`fstat` against
+/// [`ShmOpen`](Syscall::ShmOpen) (finding out the segment's size),
 /// `posix_fallocate` against [`Ftruncate`](Syscall::Ftruncate) (giving the
 /// segment its size) and `mremap` against [`Mmap`](Syscall::Mmap).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

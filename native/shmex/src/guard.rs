@@ -5,8 +5,9 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::budget::Slot;
 use crate::error::Result;
+use crate::janitor;
 use crate::name::ShmName;
-use crate::segment::{self, Segment};
+use crate::segment::Segment;
 
 /// Owns a segment's name: dropping the guard unlinks the segment.
 ///
@@ -19,8 +20,9 @@ pub struct Guard {
     kept: Mutex<Option<Kept>>,
 }
 
+/// A segment a guard keeps open, with the budget slot that allows it.
 #[derive(Debug)]
-struct Kept {
+pub(crate) struct Kept {
     segment: Segment,
     _slot: Slot,
 }
@@ -77,7 +79,12 @@ impl Kept {
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        segment::unlink(&self.name);
+        let kept = self
+            .kept
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        janitor::discard(self.name.clone(), kept);
     }
 }
 
@@ -85,10 +92,19 @@ impl Drop for Guard {
 mod tests {
     use super::*;
     use crate::error::Error;
+    use crate::segment;
     use nix::errno::Errno;
 
     fn exists(name: &ShmName) -> bool {
         Segment::open(name).is_ok()
+    }
+
+    /// Whether `name` is gone within a second: the janitor unlinks it.
+    fn vanishes(name: &ShmName) -> bool {
+        (0..1000).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            !exists(name)
+        })
     }
 
     #[test]
@@ -97,7 +113,7 @@ mod tests {
         let guard = Guard::new(name.clone(), Some(segment));
         assert!(exists(&name));
         drop(guard);
-        assert!(!exists(&name));
+        assert!(vanishes(&name));
     }
 
     #[test]

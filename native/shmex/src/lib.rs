@@ -13,6 +13,7 @@
 pub mod budget;
 mod error;
 mod guard;
+pub mod janitor;
 mod name;
 mod segment;
 mod shm;

@@ -2,7 +2,7 @@
 
 use std::ffi::{CStr, CString};
 use std::fmt;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
@@ -15,19 +15,48 @@ pub const GENERATED_LEN: usize = 31;
 /// The longest name a file can have, and so a segment (leading slashes aside).
 const NAME_MAX: usize = 255;
 
+/// Names up to this many bytes (every generated one) are stored inline.
+const INLINE: usize = GENERATED_LEN;
+
 /// The name of a POSIX shared memory object, as `shm_open(3)` takes it.
 ///
 /// Any byte string without NUL bytes is accepted here; the OS has the last
-/// word on the rest (`ENAMETOOLONG` past 255 bytes, `EINVAL` for an inner
-/// slash on Linux). A NUL is refused here because the OS would silently read
-/// the name only up to it, and a guard would later unlink that other segment.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct ShmName(CString);
+/// word on the rest (`EINVAL` for an inner slash on Linux), except for the
+/// length (see [`is_too_long`](Self::is_too_long)). A NUL is refused here
+/// because the OS would silently read the name only up to it, and a guard
+/// would later unlink that other segment.
+#[derive(Clone)]
+pub struct ShmName(Repr);
+
+/// Short names, which are most, are decoded on every call: they live inline
+/// rather than in a heap allocation.
+#[derive(Clone)]
+enum Repr {
+    /// The name and a NUL.
+    Inline {
+        len: u8,
+        bytes: [u8; INLINE + 1],
+    },
+    Heap(CString),
+}
 
 impl ShmName {
     /// Checks a caller's name; `None` when it contains a NUL byte.
     pub fn new(bytes: &[u8]) -> Option<ShmName> {
-        CString::new(bytes).ok().map(ShmName)
+        if bytes.contains(&0) {
+            return None;
+        }
+        if bytes.len() > INLINE {
+            return CString::new(bytes)
+                .ok()
+                .map(|name| ShmName(Repr::Heap(name)));
+        }
+        let mut inline = [0; INLINE + 1];
+        inline[..bytes.len()].copy_from_slice(bytes);
+        Some(ShmName(Repr::Inline {
+            len: bytes.len() as u8,
+            bytes: inline,
+        }))
     }
 
     /// A fresh name, unique on this host: `/shmex-` followed by 24 base-36
@@ -55,7 +84,7 @@ impl ShmName {
         let count = COUNTER.fetch_add(1, Ordering::Relaxed);
         let name = format!("{PREFIX}{tag}{}", base36(count, 13));
         debug_assert_eq!(name.len(), GENERATED_LEN);
-        ShmName(CString::new(name).expect("base-36 digits contain no NUL"))
+        ShmName::new(name.as_bytes()).unwrap_or_else(|| unreachable!("base-36 digits are not NUL"))
     }
 
     /// Whether the name is longer than any segment's can be.
@@ -67,18 +96,38 @@ impl ShmName {
 
     /// The name as `shm_open(3)` takes it.
     pub fn as_c_str(&self) -> &CStr {
-        &self.0
+        match &self.0 {
+            Repr::Inline { bytes, .. } => CStr::from_bytes_until_nul(bytes).unwrap_or_default(),
+            Repr::Heap(name) => name,
+        }
     }
 
     /// The name's bytes, without the terminating NUL.
     pub fn as_bytes(&self) -> &[u8] {
-        self.0.as_bytes()
+        match &self.0 {
+            Repr::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Repr::Heap(name) => name.as_bytes(),
+        }
+    }
+}
+
+impl PartialEq for ShmName {
+    fn eq(&self, other: &ShmName) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for ShmName {}
+
+impl Hash for ShmName {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state);
     }
 }
 
 impl fmt::Debug for ShmName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&self.0, f)
+        fmt::Debug::fmt(self.as_c_str(), f)
     }
 }
 
@@ -122,7 +171,25 @@ mod tests {
     #[test]
     fn names_with_nul_bytes_are_refused() {
         assert!(ShmName::new(b"/a\0b").is_none());
-        assert_eq!(ShmName::new(b"/ab").unwrap().as_bytes(), b"/ab");
+        assert!(ShmName::new(
+            &[b'a'; 40][..]
+                .iter()
+                .chain(b"\0")
+                .copied()
+                .collect::<Vec<_>>()
+        )
+        .is_none());
+    }
+
+    #[test]
+    fn short_and_long_names_read_back_the_same() {
+        for len in [0, 1, INLINE - 1, INLINE, INLINE + 1, 300] {
+            let bytes = vec![b'x'; len];
+            let name = ShmName::new(&bytes).unwrap();
+            assert_eq!(name.as_bytes(), &bytes[..]);
+            assert_eq!(name.as_c_str().to_bytes(), &bytes[..]);
+            assert_eq!(name, ShmName::new(&bytes).unwrap());
+        }
     }
 
     #[test]

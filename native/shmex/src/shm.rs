@@ -9,6 +9,7 @@ use std::ops::DerefMut;
 
 use crate::error::{Error, Result};
 use crate::guard::Guard;
+use crate::janitor;
 use crate::name::ShmName;
 use crate::segment::{self, Segment};
 
@@ -62,7 +63,7 @@ impl<'g> Shm<'g> {
         }
         let (name, segment) = match name {
             Some(name) => Segment::create(&name, claim.capacity).map(|segment| (name, segment))?,
-            None => Segment::create_unique(claim.capacity)?,
+            None => janitor::create_unique(claim.capacity)?,
         };
         Ok(Guard::new(name, Some(segment)))
     }
@@ -231,7 +232,7 @@ fn resize_for(segment: &mut Segment, len: u64, touched: u64) -> Result<()> {
 /// A new guarded segment of `len` bytes, filled by `fill`; unlinked again if
 /// `fill` fails.
 fn create_guarded(len: u64, fill: impl FnOnce(&mut Segment) -> Result<()>) -> Result<Guard> {
-    let (name, mut segment) = Segment::create_unique(len)?;
+    let (name, mut segment) = janitor::create_unique(len)?;
     match fill(&mut segment) {
         Ok(()) => Ok(Guard::new(name, Some(segment))),
         Err(error) => {

@@ -77,6 +77,7 @@ pub struct ShmexTerm<'a> {
     pub claim: Claim,
     /// Our guard, if the `guard` field holds one.
     pub guard: Option<ResourceArc<Guard>>,
+    term: Term<'a>,
     name_term: Term<'a>,
     guard_term: Term<'a>,
 }
@@ -95,14 +96,20 @@ impl<'a> ShmexTerm<'a> {
         }
         let name_term = field(atoms::name())?;
         let guard_term = field(atoms::guard())?;
+        let count = |key: Atom, name: &str| {
+            field(key)?.decode().map_err(|_| {
+                ArgumentError::new(format!("{argument}.{name} must be a non-negative integer"))
+            })
+        };
         let claim = Claim {
-            size: decode_size(field(atoms::size())?, &format!("{argument}.size"))?,
-            capacity: decode_size(field(atoms::capacity())?, &format!("{argument}.capacity"))?,
+            size: count(atoms::size(), "size")?,
+            capacity: count(atoms::capacity(), "capacity")?,
         };
         Ok(ShmexTerm {
             name: decode_name(name_term, argument)?,
             claim,
             guard: guard_term.decode().ok(),
+            term,
             name_term,
             guard_term,
         })
@@ -122,9 +129,12 @@ impl<'a> ShmexTerm<'a> {
         })
     }
 
-    /// This struct with a new size and capacity; name and guard unchanged.
+    /// This struct with a new size and capacity; everything else unchanged.
     pub fn with_claim(&self, env: Env<'a>, claim: Claim) -> Term<'a> {
-        make_struct(env, self.name_term, self.guard_term, claim)
+        self.term
+            .map_update(atoms::size(), claim.size)
+            .and_then(|term| term.map_update(atoms::capacity(), claim.capacity))
+            .unwrap_or_else(|_| make_struct(env, self.name_term, self.guard_term, claim))
     }
 }
 

@@ -279,7 +279,6 @@ fn apply(world: &mut World, op: Op) -> Result<(), TestCaseError> {
             let Some(original) = world.pick(&target) else {
                 return Ok(());
             };
-            let shm = original.shm();
             world
                 .structs
                 .push(original.with_claim(Claim { size, capacity }));

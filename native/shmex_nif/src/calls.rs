@@ -4,6 +4,10 @@
 //! `{:ok, _}` or `{:error, reason}`.
 
 use rustler::{Binary, Env, NewBinary, NifResult, Term};
+mod atoms {
+    rustler::atoms! { error, kept_open, ready, pending_removal }
+}
+
 use shmex::{decode_size, guarded_struct, ok, ArgumentError, Shm, ShmexTerm};
 
 pub fn allocate<'a>(env: Env<'a>, shm: Term<'a>) -> NifResult<Term<'a>> {
@@ -68,4 +72,16 @@ pub fn trim<'a>(env: Env<'a>, shm: Term<'a>, bytes: Term<'a>) -> NifResult<Term<
     let bytes = decode_size(bytes, "bytes")?;
     let claim = shm.shm("shm")?.trim(bytes)?;
     Ok(ok(env, shm.with_claim(env, claim)))
+}
+
+/// `%{kept_open: n, ready: n, pending_removal: n}`: segments kept open and
+/// mapped by guards, made ahead of time, and collected but not yet unlinked.
+pub fn stats(env: Env) -> Term {
+    let (ready, pending) = shmex::janitor::backlog();
+    let pairs = [
+        (atoms::kept_open(), shmex::budget::kept()),
+        (atoms::ready(), ready),
+        (atoms::pending_removal(), pending),
+    ];
+    Term::map_from_pairs(env, &pairs).unwrap_or_else(|_| atoms::error().to_term(env))
 }

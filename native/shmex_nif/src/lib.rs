@@ -40,6 +40,12 @@ fn ensure_not_gc<'a>(env: Env<'a>, shm: Term<'a>) -> NifResult<Term<'a>> {
     calls::ensure_not_gc(env, shm)
 }
 
+/// What the library holds, for tests and diagnostics.
+#[rustler::nif]
+fn stats(env: Env) -> Term {
+    calls::stats(env)
+}
+
 copying_nif!(set_capacity, set_capacity_dirty, shm, capacity);
 copying_nif!(read, read_dirty, shm, read_size);
 copying_nif!(write, write_dirty, shm, data);
