@@ -6,7 +6,9 @@
 #
 # Each row is the median of several timed batches; state a call consumes
 # (a segment to split, trim or append to) is made before its batch starts,
-# outside the timing. Machines are noisy: compare ratios within one run.
+# outside the timing. Each batch is paired with a batch of :binary.copy/1 of
+# the same size right before it, and the ratio column is the median of the
+# pairs' ratios: machines are noisy, compare ratios within one run.
 
 defmodule Shmex.Bench do
   alias Shmex.Native
@@ -32,15 +34,19 @@ defmodule Shmex.Bench do
 
     for size <- @sizes do
       data = :rand.bytes(size)
-      copy_ns = time(fn -> data end, &:binary.copy/1)
+      copy = {fn -> data end, &:binary.copy/1}
 
-      for {name, setup, call} <- calls(size, data) do
-        ns = time(setup, call)
+      copy_ns =
+        for {name, setup, call} <- calls(size, data) do
+          {ns, ratio, copy_ns} = time_against({setup, call}, copy)
 
-        IO.puts(
-          "| #{name} | #{human(size)} | #{round(ns)} | #{mb_per_s(size, ns)} | #{ratio(ns, copy_ns)} |"
-        )
-      end
+          IO.puts(
+            "| #{name} | #{human(size)} | #{round(ns)} | #{mb_per_s(size, ns)} | #{ratio} |"
+          )
+
+          copy_ns
+        end
+        |> median()
 
       IO.puts(
         "| `:binary.copy/1` | #{human(size)} | #{round(copy_ns)} | #{mb_per_s(size, copy_ns)} | 1.00 |"
@@ -68,22 +74,39 @@ defmodule Shmex.Bench do
     ]
   end
 
-  # Median nanoseconds per call over @batches batches.
-  defp time(setup, call) do
+  # {median ns per call, median ratio to the paired baseline batch, median
+  # baseline ns per call}, over @batches pairs of batches.
+  defp time_against(subject, baseline) do
+    per_batch = batch_size(subject)
+
+    pairs =
+      for _ <- 1..@batches do
+        base = time_batch(baseline, per_batch)
+        ns = time_batch(subject, per_batch)
+        {ns, ns / base, base}
+      end
+
+    {median(Enum.map(pairs, &elem(&1, 0))),
+     :erlang.float_to_binary(median(Enum.map(pairs, &elem(&1, 1))), decimals: 2),
+     median(Enum.map(pairs, &elem(&1, 2)))}
+  end
+
+  defp batch_size({setup, call}) do
     warm = setup.()
     {warm_us, _} = :timer.tc(fn -> call.(warm) end)
-    per_batch = max(1, min(20_000, div(@batch_ns, max(warm_us * 1000, 1))))
-
-    for _ <- 1..@batches do
-      inputs = for _ <- 1..per_batch, do: setup.()
-      :erlang.garbage_collect()
-      start = System.monotonic_time(:nanosecond)
-      Enum.each(inputs, call)
-      (System.monotonic_time(:nanosecond) - start) / per_batch
-    end
-    |> Enum.sort()
-    |> Enum.at(div(@batches, 2))
+    max(1, min(20_000, div(@batch_ns, max(warm_us * 1000, 1))))
   end
+
+  # Nanoseconds per call over one batch.
+  defp time_batch({setup, call}, per_batch) do
+    inputs = for _ <- 1..per_batch, do: setup.()
+    :erlang.garbage_collect()
+    start = System.monotonic_time(:nanosecond)
+    Enum.each(inputs, call)
+    (System.monotonic_time(:nanosecond) - start) / per_batch
+  end
+
+  defp median(values), do: values |> Enum.sort() |> Enum.at(div(length(values), 2))
 
   defp ticker do
     schedulers = :erlang.system_info(:schedulers_online)
@@ -95,15 +118,26 @@ defmodule Shmex.Bench do
 
     data = :binary.copy(<<7>>, 256 * 1_048_576)
     shm = Shmex.empty(byte_size(data))
-
-    {write_us, {:ok, shm}, write_gap} = with_ticker(fn -> Native.write(shm, data) end)
-    {read_us, {:ok, ^data}, read_gap} = with_ticker(fn -> Native.read(shm) end)
+    # Touch every page once: the rows compare scheduling, not page allocation.
+    {:ok, _} = Native.write(shm, data)
 
     IO.puts("")
     IO.puts("| 256 MiB call | took | worst gap of a 1 ms ticker |")
     IO.puts("|---|---:|---:|")
-    IO.puts("| `write/2` | #{ms(write_us * 1000)} | #{ms(write_gap)} |")
-    IO.puts("| `read/1` | #{ms(read_us * 1000)} | #{ms(read_gap)} |")
+
+    # The same calls pinned to a normal scheduler, as 0.5.1 runs them.
+    for {name, call} <- [
+          {"nothing: `Process.sleep(300)`, for the machine's own noise",
+           fn _ -> {:ok, Process.sleep(300)} end},
+          {"`write/2`", &Native.write(&1, data)},
+          {"`read/1`", &Native.read/1},
+          {"`write/2` on a normal scheduler", &Shmex.Native.Nif.write(&1, data)},
+          {"`read/1` on a normal scheduler", &Shmex.Native.Nif.read(&1, &1.size)}
+        ] do
+      {us, result, gap} = with_ticker(fn -> call.(%{shm | size: byte_size(data)}) end)
+      {:ok, _} = result
+      IO.puts("| #{name} | #{ms(us * 1000)} | #{ms(gap)} |")
+    end
   end
 
   # Runs `fun` while a process that wants to run every millisecond records
@@ -151,7 +185,6 @@ defmodule Shmex.Bench do
   defp human(size), do: "#{size} B"
 
   defp mb_per_s(size, ns), do: round(size / ns * 1000)
-  defp ratio(ns, copy_ns), do: :erlang.float_to_binary(ns / copy_ns, decimals: 2)
   defp ms(ns), do: "#{:erlang.float_to_binary(ns / 1_000_000, decimals: 2)} ms"
 end
 

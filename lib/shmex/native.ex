@@ -1,6 +1,13 @@
 defmodule Shmex.Native do
-  # Copies (or page frees) above this many bytes go to a dirty scheduler.
-  @dirty_above 2_097_152
+  # Calls whose work passes these sizes run on a dirty CPU scheduler, so that
+  # no normal scheduler is held for more than about a millisecond. Measured on
+  # the machine in README's benchmark: copying runs at 10-40 GB/s, but a page
+  # written for the first time costs ~3.5 µs to allocate, reserve and map, and
+  # freeing one ~0.6 µs. A dirty call costs a few µs more, and reads pay extra
+  # there for allocating their result, so reads go dirty late.
+  @dirty_read 8_388_608
+  @dirty_fresh_pages 524_288
+  @dirty_move 4_194_304
 
   @moduledoc """
   Operations on the shared memory behind a `%Shmex{}` struct.
@@ -29,8 +36,11 @@ defmodule Shmex.Native do
 
   ## Scheduling
 
-  Calls that copy or free more than #{div(@dirty_above, 1_048_576)} MiB run on
-  a dirty CPU scheduler, so that no normal scheduler is held for long.
+  Large calls run on a dirty CPU scheduler, so that no normal scheduler is
+  held for long: reads of more than #{div(@dirty_read, 1_048_576)} MiB, writes,
+  splits and appends of more than #{div(@dirty_fresh_pages, 1024)} KiB (they
+  may have to allocate fresh pages, which is slow), and trims and resizes
+  that move or free more than #{div(@dirty_move, 1_048_576)} MiB.
   """
 
   alias Shmex.Native.Nif
@@ -47,7 +57,7 @@ defmodule Shmex.Native do
   @typedoc "An OS error, or a struct that does not fit its segment."
   @type segment_error :: {:file.posix(), :shm_open | :ftruncate | :mmap} | :invalid_payload
 
-  defguardp big(bytes) when is_integer(bytes) and bytes > @dirty_above
+  defguardp over(bytes, limit) when is_integer(bytes) and bytes > limit
 
   @doc """
   Creates the segment `shm` describes and a guard for it.
@@ -104,7 +114,7 @@ defmodule Shmex.Native do
   @spec set_capacity(Shmex.t(), capacity :: non_neg_integer()) ::
           {:ok, Shmex.t()} | {:error, segment_error()}
   def set_capacity(%Shmex{capacity: current} = shm, capacity)
-      when is_integer(capacity) and big(current - capacity),
+      when is_integer(capacity) and over(current - capacity, @dirty_move),
       do: Nif.set_capacity_dirty(shm, capacity)
 
   def set_capacity(shm, capacity), do: Nif.set_capacity(shm, capacity)
@@ -134,7 +144,7 @@ defmodule Shmex.Native do
   """
   @spec read(Shmex.t(), read_size :: non_neg_integer()) ::
           {:ok, binary()} | {:error, :invalid_read_size | segment_error()}
-  def read(shm, read_size) when big(read_size), do: Nif.read_dirty(shm, read_size)
+  def read(shm, read_size) when over(read_size, @dirty_read), do: Nif.read_dirty(shm, read_size)
   def read(shm, read_size), do: Nif.read(shm, read_size)
 
   @doc """
@@ -150,7 +160,7 @@ defmodule Shmex.Native do
     * `{:enoent, :shm_open}` - the segment is gone, or on another host
   """
   @spec write(Shmex.t(), data :: binary()) :: {:ok, Shmex.t()} | {:error, segment_error()}
-  def write(shm, data) when is_binary(data) and big(byte_size(data)),
+  def write(shm, data) when is_binary(data) and over(byte_size(data), @dirty_fresh_pages),
     do: Nif.write_dirty(shm, data)
 
   def write(shm, data), do: Nif.write(shm, data)
@@ -172,7 +182,7 @@ defmodule Shmex.Native do
   @spec split_at(Shmex.t(), position :: non_neg_integer()) ::
           {:ok, {Shmex.t(), Shmex.t()}} | {:error, :invalid_position | segment_error()}
   def split_at(%Shmex{size: size} = shm, position)
-      when is_integer(position) and big(size - position),
+      when is_integer(position) and over(size - position, @dirty_fresh_pages),
       do: Nif.split_at_dirty(shm, position)
 
   def split_at(shm, position), do: Nif.split_at(shm, position)
@@ -191,7 +201,7 @@ defmodule Shmex.Native do
   """
   @spec append(target :: Shmex.t(), source :: Shmex.t()) ::
           {:ok, Shmex.t()} | {:error, segment_error()}
-  def append(target, %Shmex{size: size} = source) when big(size),
+  def append(target, %Shmex{size: size} = source) when over(size, @dirty_fresh_pages),
     do: Nif.append_dirty(target, source)
 
   def append(target, source), do: Nif.append(target, source)
@@ -214,7 +224,7 @@ defmodule Shmex.Native do
     * `:invalid_payload` - the struct does not fit the segment
   """
   @spec trim(Shmex.t()) :: {:ok, Shmex.t()} | {:error, segment_error()}
-  def trim(%Shmex{size: size, capacity: capacity} = shm) when big(capacity - size),
+  def trim(%Shmex{size: size, capacity: capacity} = shm) when over(capacity - size, @dirty_move),
     do: Nif.trim_dirty(shm, 0)
 
   def trim(shm), do: Nif.trim(shm, 0)
@@ -232,7 +242,7 @@ defmodule Shmex.Native do
   """
   @spec trim(Shmex.t(), bytes :: non_neg_integer()) ::
           {:ok, Shmex.t()} | {:error, :invalid_trim_size | segment_error()}
-  def trim(%Shmex{capacity: capacity} = shm, bytes) when big(capacity),
+  def trim(%Shmex{capacity: capacity} = shm, bytes) when over(capacity, @dirty_move),
     do: Nif.trim_dirty(shm, bytes)
 
   def trim(shm, bytes), do: Nif.trim(shm, bytes)

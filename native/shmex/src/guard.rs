@@ -69,8 +69,10 @@ impl Guard {
 }
 
 impl Kept {
-    fn new(segment: Segment) -> Option<Kept> {
-        Slot::acquire().map(|slot| Kept {
+    fn new(mut segment: Segment) -> Option<Kept> {
+        let slot = Slot::acquire()?;
+        segment.expect_reuse();
+        Some(Kept {
             segment,
             _slot: slot,
         })

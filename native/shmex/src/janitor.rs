@@ -34,6 +34,9 @@ struct State {
     doomed: Vec<(ShmName, Option<Kept>)>,
     refill_wanted: bool,
     closing: bool,
+    /// Whether the thread waits for work: waking it is a system call, only
+    /// worth making when it sleeps.
+    asleep: bool,
 }
 
 static JANITOR: Janitor = Janitor {
@@ -42,6 +45,7 @@ static JANITOR: Janitor = Janitor {
         doomed: Vec::new(),
         refill_wanted: true,
         closing: false,
+        asleep: false,
     }),
     wake: Condvar::new(),
     thread: Mutex::new(None),
@@ -67,9 +71,9 @@ fn take_ready() -> Option<(ShmName, Segment)> {
     let janitor = janitor()?;
     let mut state = janitor.lock();
     let taken = state.ready.pop();
-    if !state.refill_wanted && !state.closing {
+    if !state.closing {
         state.refill_wanted = true;
-        janitor.wake.notify_one();
+        janitor.wake_up(state);
     }
     taken
 }
@@ -80,12 +84,18 @@ pub(crate) fn discard(name: ShmName, kept: Option<Kept>) {
         let mut state = janitor.lock();
         if !state.closing {
             state.doomed.push((name, kept));
-            janitor.wake.notify_one();
+            janitor.wake_up(state);
             return;
         }
     }
     segment::unlink(&name);
     drop(kept);
+}
+
+/// Starts the background thread, so that segments are ready before the
+/// first call asks for one.
+pub fn start() {
+    janitor();
 }
 
 /// How many empty segments are ready, and how many await removal.
@@ -111,6 +121,13 @@ impl Janitor {
         true
     }
 
+    fn wake_up(&self, state: MutexGuard<'_, State>) {
+        if state.asleep {
+            drop(state);
+            self.wake.notify_one();
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -120,10 +137,12 @@ impl Janitor {
             let (doomed, missing, closing) = {
                 let mut state = self.lock();
                 while !state.closing && state.doomed.is_empty() && !state.refill_wanted {
+                    state.asleep = true;
                     state = self
                         .wake
                         .wait(state)
                         .unwrap_or_else(PoisonError::into_inner);
+                    state.asleep = false;
                 }
                 let missing = if mem::take(&mut state.refill_wanted) {
                     READY.saturating_sub(state.ready.len())
@@ -173,4 +192,61 @@ impl Janitor {
 
 extern "C" fn stop_at_exit() {
     JANITOR.stop();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// Whether `condition` holds within a second.
+    fn soon(condition: impl Fn() -> bool) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(1) {
+            if condition() {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
+        false
+    }
+
+    fn idle() -> bool {
+        let state = JANITOR.lock();
+        state.asleep && state.doomed.is_empty()
+    }
+
+    #[test]
+    fn an_idle_janitor_wakes_up_to_remove_and_to_refill() {
+        start();
+        assert!(soon(idle));
+        let (name, segment) = create_unique(10).unwrap();
+        assert!(
+            soon(|| backlog().0 == READY),
+            "the taken segment is replaced"
+        );
+
+        discard(name.clone(), None);
+        drop(segment);
+        assert!(
+            soon(|| Segment::open(&name).is_err()),
+            "the segment is removed"
+        );
+    }
+
+    #[test]
+    fn segments_made_ahead_come_sized_and_distinct() {
+        let made: Vec<_> = (0..2 * READY)
+            .map(|i| create_unique(i as u64).unwrap())
+            .collect();
+        for (i, (name, segment)) in made.iter().enumerate() {
+            assert_eq!(segment.len(), i as u64);
+            assert_eq!(Segment::open(name).unwrap().len(), i as u64);
+        }
+        let names: std::collections::HashSet<_> = made.iter().map(|(name, _)| name).collect();
+        assert_eq!(names.len(), 2 * READY);
+        for (name, _) in made {
+            segment::unlink(&name);
+        }
+    }
 }

@@ -26,8 +26,9 @@ pub use segment::{unlink, Segment};
 pub use shm::{Claim, Shm};
 pub use term::{decode_size, guarded_struct, ok, ArgumentError, ShmexTerm};
 
-/// Registers the guard resource type. A NIF library using this crate must call
-/// it from its `load` callback before any guard is made.
+/// Registers the guard resource type and starts the janitor thread. A NIF
+/// library using this crate must call it from its `load` callback.
 pub fn load(env: rustler::Env) -> bool {
+    janitor::start();
     env.register::<Guard>().is_ok()
 }

@@ -22,6 +22,7 @@ use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::mman::{self, MapFlags, ProtFlags};
 use nix::sys::stat::Mode;
+use nix::sys::uio;
 use nix::unistd;
 
 use crate::error::{Context, Error, Result, Syscall};
@@ -29,6 +30,10 @@ use crate::name::ShmName;
 
 /// How often [`Segment::create_unique`] draws a new name after `EEXIST`.
 const CREATE_ATTEMPTS: usize = 1000;
+
+/// The most a copy between segments holds in memory when it cannot copy
+/// from a mapping.
+const BOUNCE_CHUNK: u64 = 1 << 20;
 
 /// An open shared memory segment.
 ///
@@ -48,6 +53,7 @@ pub struct Segment {
     len: u64,
     backed: u64,
     map: Option<Map>,
+    reused: bool,
 }
 
 impl Segment {
@@ -90,6 +96,7 @@ impl Segment {
             len,
             backed: 0,
             map: None,
+            reused: false,
         }
     }
 
@@ -114,7 +121,7 @@ impl Segment {
     /// Sets the segment's size (`ftruncate`): growing adds zero bytes,
     /// shrinking drops the tail.
     pub fn resize(&mut self, len: u64) -> Result<()> {
-        let off = i64::try_from(len).map_err(|_| Error::Os(Errno::EFBIG, Syscall::Ftruncate))?;
+        let off = offset_of(len, Syscall::Ftruncate)?;
         unistd::ftruncate(self.fd.as_fd(), off).during(Syscall::Ftruncate)?;
         self.set_known_len(len);
         Ok(())
@@ -125,36 +132,53 @@ impl Segment {
         self.backed = self.backed.min(len);
     }
 
-    /// Checks that `[offset, offset + len)` can be read or written, reserving
-    /// and mapping it, so that a caller can allocate a buffer for it knowing
-    /// the copy will not fail (a struct may claim terabytes it does not have).
+    /// Marks the segment as one that will serve many calls: from now on it is
+    /// read through a mapping kept between calls, which costs a `mmap` once
+    /// and then nothing, where `pread` costs a system call every time.
+    pub fn expect_reuse(&mut self) {
+        self.reused = true;
+    }
+
+    /// Checks that `[offset, offset + len)` can be read, reserving and mapping
+    /// it when it will be read through the mapping, so that a caller can
+    /// allocate a buffer for it knowing the read will not fail (a struct may
+    /// claim terabytes it does not have).
     pub fn prepare(&mut self, offset: u64, len: u64) -> Result<()> {
-        self.touchable(offset, len).map(drop)
+        self.readable(offset, len).map(drop)
     }
 
     /// Fills `buffer` with the bytes at `offset`.
     pub fn read(&mut self, offset: u64, buffer: &mut [u8]) -> Result<()> {
-        let base = self.touchable(offset, buffer.len() as u64)?;
-        // SAFETY: `touchable` vouched for `[offset, offset + buffer.len())` of
-        // the mapping; `buffer` is the caller's memory, distinct from it.
-        unsafe { copy(base.add(offset as usize), buffer.as_mut_ptr(), buffer.len()) };
+        match self.readable(offset, buffer.len() as u64)? {
+            // SAFETY: `readable` vouched for `[offset, offset + buffer.len())`
+            // of the mapping; `buffer` is the caller's memory, distinct from it.
+            Some(base) => unsafe {
+                copy(base.add(offset as usize), buffer.as_mut_ptr(), buffer.len())
+            },
+            None => pread_exact(&self.fd, buffer, offset)?,
+        }
         Ok(())
     }
 
     /// Writes `data` at `offset`. The segment must already be large enough.
     pub fn write(&mut self, offset: u64, data: &[u8]) -> Result<()> {
-        let base = self.touchable(offset, data.len() as u64)?;
-        // SAFETY: `touchable` vouched for `[offset, offset + data.len())`;
-        // `data` is caller memory, distinct from the mapping.
-        unsafe { copy(data.as_ptr(), base.add(offset as usize), data.len()) };
+        match self.writable(offset, data.len() as u64)? {
+            // SAFETY: `writable` vouched for `[offset, offset + data.len())`;
+            // `data` is caller memory, distinct from the mapping.
+            Some(base) => unsafe { copy(data.as_ptr(), base.add(offset as usize), data.len()) },
+            None => pwrite_all(&self.fd, data, offset)?,
+        }
         Ok(())
     }
 
     /// Copies `len` bytes from `from` to `to` within this segment; the two
     /// ranges may overlap.
     pub fn copy_within(&mut self, from: u64, to: u64, len: u64) -> Result<()> {
-        let end = from.max(to).checked_add(len).ok_or(Error::InvalidPayload)?;
-        let base = self.touchable(0, end)?;
+        let end = self.check(from.max(to), len)?;
+        if len == 0 {
+            return Ok(());
+        }
+        let base = self.touchable(end)?;
         // SAFETY: both ranges lie in `[0, end)`, which `touchable` vouched for;
         // `copy` is a memmove.
         unsafe { copy(base.add(from as usize), base.add(to as usize), len as usize) };
@@ -163,33 +187,70 @@ impl Segment {
 
     /// Copies `len` bytes at `from` in this segment to `to` in `target`.
     ///
-    /// `target` must be another open segment; for one segment opened twice
-    /// the copy is still a memmove, but overlapping ranges may mix old and new
-    /// bytes, so copies inside one segment belong in [`copy_within`](Self::copy_within).
+    /// `target` must be another open segment: copies inside one segment
+    /// belong in [`copy_within`](Self::copy_within).
     pub fn copy_to(&mut self, from: u64, target: &mut Segment, to: u64, len: u64) -> Result<()> {
-        let source = self.touchable(from, len)?;
-        let destination = target.touchable(to, len)?;
-        // SAFETY: `touchable` vouched for both ranges, each in its own mapping.
-        unsafe {
-            copy(
-                source.add(from as usize),
-                destination.add(to as usize),
-                len as usize,
-            )
-        };
-        Ok(())
+        target.check(to, len)?;
+        match self.readable(from, len)? {
+            Some(base) => {
+                // SAFETY: `readable` vouched for `[from, from + len)` of the
+                // mapping, which stays mapped while `self` is borrowed.
+                let bytes =
+                    unsafe { std::slice::from_raw_parts(base.add(from as usize), len as usize) };
+                target.write(to, bytes)
+            }
+            None => {
+                let mut chunk = vec![0; len.min(BOUNCE_CHUNK) as usize];
+                let mut done = 0;
+                while done < len {
+                    let part = &mut chunk[..(len - done).min(BOUNCE_CHUNK) as usize];
+                    pread_exact(&self.fd, part, from + done)?;
+                    target.write(to + done, part)?;
+                    done += part.len() as u64;
+                }
+                Ok(())
+            }
+        }
     }
 
-    /// The base of a mapping that may be touched in `[offset, offset + len)`,
-    /// after checking that range against the segment (see the module docs).
-    fn touchable(&mut self, offset: u64, len: u64) -> Result<*mut u8> {
-        let end = offset.checked_add(len).ok_or(Error::InvalidPayload)?;
-        if end > self.len {
-            return Err(Error::InvalidPayload);
+    /// Checks `[offset, offset + len)` against the segment's size; its end.
+    fn check(&self, offset: u64, len: u64) -> Result<u64> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.len => Ok(end),
+            _ => Err(Error::InvalidPayload),
         }
+    }
+
+    /// Where to read `[offset, offset + len)` from: the mapping's base, or
+    /// `None` for `pread`, which also reads holes (as zeros) and a segment
+    /// shrunk meanwhile (as a short read) without risk.
+    fn readable(&mut self, offset: u64, len: u64) -> Result<Option<*const u8>> {
+        let end = self.check(offset, len)?;
+        if len == 0 || !(self.reused || self.map.is_some()) {
+            return Ok(None);
+        }
+        self.touchable(end).map(|base| Some(base.cast_const()))
+    }
+
+    /// Where to write `[offset, offset + len)`: the mapping's base, or `None`
+    /// for `pwrite`. Pages written for the first time are reserved, then
+    /// filled by `pwrite`: the kernel fills them several times faster than
+    /// page faults would.
+    fn writable(&mut self, offset: u64, len: u64) -> Result<Option<*mut u8>> {
+        let end = self.check(offset, len)?;
         if len == 0 {
-            return Ok(NonNull::dangling().as_ptr());
+            return Ok(None);
         }
+        if end <= self.backed && (self.reused || self.map.is_some()) {
+            return self.touchable(end).map(Some);
+        }
+        self.reserve(end)?;
+        Ok(None)
+    }
+
+    /// The base of a mapping that may be touched in `[0, end)`, reserving and
+    /// mapping that much (see the module docs); `end` is within the segment.
+    fn touchable(&mut self, end: u64) -> Result<*mut u8> {
         let end = usize::try_from(end).map_err(|_| Error::Os(Errno::ENOMEM, Syscall::Mmap))?;
         self.reserve(end as u64)?;
         self.map_prefix(end)
@@ -246,6 +307,38 @@ fn shm_open(name: &ShmName, flags: OFlag, mode: Mode) -> Result<OwnedFd> {
     mman::shm_open(name.as_c_str(), flags, mode).during(Syscall::ShmOpen)
 }
 
+/// Fills `buffer` from `offset`; a segment that ends early was shrunk by
+/// someone else meanwhile.
+fn pread_exact(fd: &OwnedFd, buffer: &mut [u8], offset: u64) -> Result<()> {
+    let mut done = 0;
+    while done < buffer.len() {
+        let at = offset_of(offset + done as u64, Syscall::Mmap)?;
+        match uio::pread(fd.as_fd(), &mut buffer[done..], at).during(Syscall::Mmap)? {
+            0 => return Err(Error::InvalidPayload),
+            read => done += read,
+        }
+    }
+    Ok(())
+}
+
+/// Writes all of `data` at `offset`.
+fn pwrite_all(fd: &OwnedFd, data: &[u8], offset: u64) -> Result<()> {
+    let mut done = 0;
+    while done < data.len() {
+        let at = offset_of(offset + done as u64, Syscall::Ftruncate)?;
+        match uio::pwrite(fd.as_fd(), &data[done..], at).during(Syscall::Ftruncate)? {
+            0 => return Err(Error::Os(Errno::EIO, Syscall::Ftruncate)),
+            written => done += written,
+        }
+    }
+    Ok(())
+}
+
+/// `offset` as an `off_t`, or `EFBIG`.
+fn offset_of(offset: u64, syscall: Syscall) -> Result<i64> {
+    i64::try_from(offset).map_err(|_| Error::Os(Errno::EFBIG, syscall))
+}
+
 /// Runs `hook` when the process exits, or when this library is unloaded
 /// (glibc runs a shared library's exit hooks when it is closed).
 pub(crate) fn at_exit(hook: extern "C" fn()) {
@@ -262,8 +355,8 @@ pub fn unlink(name: &ShmName) {
 
 #[cfg(any(target_os = "linux", target_os = "freebsd"))]
 fn reserve_pages(fd: &OwnedFd, offset: u64, len: u64) -> Result<()> {
-    let offset = i64::try_from(offset).map_err(|_| Error::Os(Errno::EFBIG, Syscall::Ftruncate))?;
-    let len = i64::try_from(len).map_err(|_| Error::Os(Errno::EFBIG, Syscall::Ftruncate))?;
+    let offset = offset_of(offset, Syscall::Ftruncate)?;
+    let len = offset_of(len, Syscall::Ftruncate)?;
     nix::fcntl::posix_fallocate(fd.as_fd(), offset, len).during(Syscall::Ftruncate)
 }
 
@@ -468,6 +561,44 @@ mod tests {
         assert_eq!(read_all(&mut scratch.segment), b"ababcd");
         scratch.segment.copy_within(2, 0, 4).unwrap();
         assert_eq!(read_all(&mut scratch.segment), b"abcdcd");
+    }
+
+    #[test]
+    fn mapped_and_unmapped_access_see_the_same_bytes() {
+        let mut mapped = Scratch::new(10_000);
+        mapped.segment.expect_reuse();
+        mapped.segment.write(0, &[1; 10_000]).unwrap();
+        mapped.segment.write(100, &[2; 50]).unwrap();
+        assert!(mapped.segment.map.is_some());
+        let mut plain = Segment::open(&mapped.name).unwrap();
+        let data = read_all(&mut plain);
+        assert!(plain.map.is_none());
+        assert_eq!(&data[99..101], &[1, 2]);
+        assert_eq!(&data[149..151], &[2, 1]);
+        plain.write(0, &[3; 4]).unwrap();
+        assert_eq!(&read_all(&mut mapped.segment)[..5], &[3, 3, 3, 3, 1]);
+    }
+
+    #[test]
+    fn unmapped_reads_of_holes_give_zeros_and_reserve_nothing() {
+        let mut scratch = Scratch::new(1 << 20);
+        assert_eq!(read_all(&mut scratch.segment), vec![0; 1 << 20]);
+        let stat = stat::fstat(scratch.segment.fd.as_fd()).unwrap();
+        assert_eq!(stat.st_blocks, 0);
+    }
+
+    #[test]
+    fn copies_from_an_unmapped_segment_go_in_chunks() {
+        let len = 3 * BOUNCE_CHUNK + 5;
+        let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let mut source = Scratch::new(len);
+        source.segment.write(0, &data).unwrap();
+        let mut target = Scratch::new(len + 1);
+        source
+            .segment
+            .copy_to(0, &mut target.segment, 1, len)
+            .unwrap();
+        assert_eq!(&read_all(&mut target.segment)[1..], &data[..]);
     }
 
     #[test]
