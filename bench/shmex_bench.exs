@@ -38,6 +38,7 @@ defmodule Shmex.Bench do
 
       copy_ns =
         for {name, setup, call} <- calls(size, data) do
+          settle()
           {ns, ratio, copy_ns} = time_against({setup, call}, copy)
 
           IO.puts(
@@ -104,6 +105,17 @@ defmodule Shmex.Bench do
     start = System.monotonic_time(:nanosecond)
     Enum.each(inputs, call)
     (System.monotonic_time(:nanosecond) - start) / per_batch
+  end
+
+  # Waits until the segments collected so far are removed: the background
+  # thread removing them would otherwise compete with the next row for CPU.
+  defp settle do
+    :erlang.garbage_collect()
+
+    case Shmex.Native.Nif.stats() do
+      %{pending_removal: 0} -> :ok
+      _ -> Process.sleep(10) && settle()
+    end
   end
 
   defp median(values), do: values |> Enum.sort() |> Enum.at(div(length(values), 2))

@@ -2,11 +2,11 @@ defmodule Shmex.Native do
   # Calls whose work passes these sizes run on a dirty CPU scheduler, so that
   # no normal scheduler is held for more than about a millisecond. Measured on
   # the machine in README's benchmark: copying runs at 10-40 GB/s, but a page
-  # written for the first time costs ~3.5 µs to allocate, reserve and map, and
-  # freeing one ~0.6 µs. A dirty call costs a few µs more, and reads pay extra
-  # there for allocating their result, so reads go dirty late.
+  # written for the first time costs ~1.3 µs to allocate and fill, and freeing
+  # one ~0.6 µs. A dirty call costs a few µs more, and reads pay extra there
+  # for allocating their result, so reads go dirty late.
   @dirty_read 8_388_608
-  @dirty_fresh_pages 524_288
+  @dirty_fresh_pages 2_097_152
   @dirty_move 4_194_304
 
   @moduledoc """
@@ -38,7 +38,7 @@ defmodule Shmex.Native do
 
   Large calls run on a dirty CPU scheduler, so that no normal scheduler is
   held for long: reads of more than #{div(@dirty_read, 1_048_576)} MiB, writes,
-  splits and appends of more than #{div(@dirty_fresh_pages, 1024)} KiB (they
+  splits and appends of more than #{div(@dirty_fresh_pages, 1_048_576)} MiB (they
   may have to allocate fresh pages, which is slow), and trims and resizes
   that move or free more than #{div(@dirty_move, 1_048_576)} MiB.
   """

@@ -76,6 +76,13 @@ defmodule Shmex.ClaimsTest do
     assert Native.read(shm) == {:ok, "zzz"}
   end
 
+  test "a read larger than all memory is refused before its result is allocated" do
+    shm = Shmex.empty(1 <<< 50)
+    huge = %{shm | size: 1 <<< 50}
+    assert Native.read(huge) == {:error, {:enomem, :mmap}}
+    assert Native.read(%{huge | guard: nil}) == {:error, {:enomem, :mmap}}
+  end
+
   test "a struct without a segment must be allocated first" do
     for {_name, call} <- calls_that_check() do
       assert_raise ArgumentError, ~r/allocate it first/, fn -> call.(%Shmex{}) end

@@ -35,6 +35,14 @@ const CREATE_ATTEMPTS: usize = 1000;
 /// from a mapping.
 const BOUNCE_CHUNK: u64 = 1 << 20;
 
+/// Copies this large go through a mapping of a reused segment at once:
+/// `mmap` and the first touch of each page cost less than `pread`/`pwrite`.
+const MAP_EAGERLY: u64 = 64 << 10;
+
+/// After this many accesses a reused segment is mapped for small copies too:
+/// a mapping costs ~10 us once, `pread`/`pwrite` ~0.5 us every time.
+const MAP_AFTER: u32 = 2;
+
 /// An open shared memory segment.
 ///
 /// Dropping it unmaps and closes it; the segment itself lives on until it is
@@ -54,6 +62,7 @@ pub struct Segment {
     backed: u64,
     map: Option<Map>,
     reused: bool,
+    accesses: u32,
 }
 
 impl Segment {
@@ -97,6 +106,7 @@ impl Segment {
             backed: 0,
             map: None,
             reused: false,
+            accesses: 0,
         }
     }
 
@@ -132,9 +142,9 @@ impl Segment {
         self.backed = self.backed.min(len);
     }
 
-    /// Marks the segment as one that will serve many calls: from now on it is
-    /// read through a mapping kept between calls, which costs a `mmap` once
-    /// and then nothing, where `pread` costs a system call every time.
+    /// Marks the segment as one that will serve many calls, so worth mapping
+    /// once it proves busy: a mapping costs a `mmap` and a page fault per page
+    /// once, then nothing, where `pread`/`pwrite` cost a system call each time.
     pub fn expect_reuse(&mut self) {
         self.reused = true;
     }
@@ -178,6 +188,13 @@ impl Segment {
         if len == 0 {
             return Ok(());
         }
+        if !self.maps(end, len) && len < MAP_EAGERLY {
+            // Small enough to read whole before writing: overlap is no matter.
+            let mut bytes = vec![0; len as usize];
+            pread_exact(&self.fd, &mut bytes, from)?;
+            self.reserve(end)?;
+            return pwrite_all(&self.fd, &bytes, to);
+        }
         let base = self.touchable(end)?;
         // SAFETY: both ranges lie in `[0, end)`, which `touchable` vouched for;
         // `copy` is a memmove.
@@ -213,12 +230,25 @@ impl Segment {
         }
     }
 
-    /// Checks `[offset, offset + len)` against the segment's size; its end.
-    fn check(&self, offset: u64, len: u64) -> Result<u64> {
+    /// Checks `[offset, offset + len)` against the segment's size and counts
+    /// the access; the range's end.
+    fn check(&mut self, offset: u64, len: u64) -> Result<u64> {
+        self.accesses = self.accesses.saturating_add(1);
         match offset.checked_add(len) {
             Some(end) if end <= self.len => Ok(end),
             _ => Err(Error::InvalidPayload),
         }
+    }
+
+    /// Whether to copy `len` bytes ending at `end` through a mapping rather
+    /// than with `pread`/`pwrite`: when a mapping covers them already, or the
+    /// segment is reused and the copy large or the segment busy.
+    fn maps(&self, end: u64, len: u64) -> bool {
+        let mapped = self
+            .map
+            .as_ref()
+            .is_some_and(|map| map.len.get() as u64 >= end);
+        mapped || self.reused && (len >= MAP_EAGERLY || self.accesses > MAP_AFTER)
     }
 
     /// Where to read `[offset, offset + len)` from: the mapping's base, or
@@ -226,7 +256,7 @@ impl Segment {
     /// shrunk meanwhile (as a short read) without risk.
     fn readable(&mut self, offset: u64, len: u64) -> Result<Option<*const u8>> {
         let end = self.check(offset, len)?;
-        if len == 0 || !(self.reused || self.map.is_some()) {
+        if len == 0 || !self.maps(end, len) {
             return Ok(None);
         }
         self.touchable(end).map(|base| Some(base.cast_const()))
@@ -241,7 +271,7 @@ impl Segment {
         if len == 0 {
             return Ok(None);
         }
-        if end <= self.backed && (self.reused || self.map.is_some()) {
+        if end <= self.backed && self.maps(end, len) {
             return self.touchable(end).map(Some);
         }
         self.reserve(end)?;
@@ -337,6 +367,23 @@ fn pwrite_all(fd: &OwnedFd, data: &[u8], offset: u64) -> Result<()> {
 /// `offset` as an `off_t`, or `EFBIG`.
 fn offset_of(offset: u64, syscall: Syscall) -> Result<i64> {
     i64::try_from(offset).map_err(|_| Error::Os(Errno::EFBIG, syscall))
+}
+
+/// All the memory this machine has, RAM and swap (as seen once): no buffer
+/// larger than this can ever be allocated.
+#[cfg(target_os = "linux")]
+pub(crate) fn total_memory() -> u64 {
+    static TOTAL: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TOTAL.get_or_init(|| {
+        nix::sys::sysinfo::sysinfo().map_or(u64::MAX, |info| {
+            info.ram_total().saturating_add(info.swap_total())
+        })
+    })
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn total_memory() -> u64 {
+    u64::MAX
 }
 
 /// Runs `hook` when the process exits, or when this library is unloaded
@@ -569,7 +616,13 @@ mod tests {
         mapped.segment.expect_reuse();
         mapped.segment.write(0, &[1; 10_000]).unwrap();
         mapped.segment.write(100, &[2; 50]).unwrap();
-        assert!(mapped.segment.map.is_some());
+        assert!(
+            mapped.segment.map.is_none(),
+            "written twice: not worth a mapping yet"
+        );
+        read_all(&mut mapped.segment);
+        mapped.segment.write(100, &[2; 50]).unwrap();
+        assert!(mapped.segment.map.is_some(), "busy: mapped");
         let mut plain = Segment::open(&mapped.name).unwrap();
         let data = read_all(&mut plain);
         assert!(plain.map.is_none());

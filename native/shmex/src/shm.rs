@@ -7,7 +7,9 @@
 
 use std::ops::DerefMut;
 
-use crate::error::{Error, Result};
+use nix::errno::Errno;
+
+use crate::error::{Error, Result, Syscall};
 use crate::guard::Guard;
 use crate::janitor;
 use crate::name::ShmName;
@@ -92,12 +94,19 @@ impl<'g> Shm<'g> {
 
     /// The first `len` bytes of data, in a buffer made by `alloc(len)` once
     /// they are known to be there.
+    ///
+    /// A read larger than all the machine's memory is `ENOMEM` rather than an
+    /// attempt: a failed allocation aborts the VM. (A sparse segment can be
+    /// far larger than memory, and a struct can claim all of it.)
     pub fn read<B>(&self, len: u64, alloc: impl FnOnce(usize) -> B) -> Result<B>
     where
         B: DerefMut<Target = [u8]>,
     {
         if len > self.claim.size {
             return Err(Error::InvalidReadSize);
+        }
+        if len > segment::total_memory() {
+            return Err(Error::Os(Errno::ENOMEM, Syscall::Mmap));
         }
         self.with_segment(|segment| {
             self.claim.check(segment)?;
