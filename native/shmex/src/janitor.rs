@@ -144,26 +144,28 @@ impl Janitor {
                         .unwrap_or_else(PoisonError::into_inner);
                     state.asleep = false;
                 }
-                let missing = if mem::take(&mut state.refill_wanted) {
+                let missing = if mem::take(&mut state.refill_wanted) && !state.closing {
                     READY.saturating_sub(state.ready.len())
                 } else {
                     0
                 };
                 (mem::take(&mut state.doomed), missing, state.closing)
             };
-            for (name, kept) in doomed {
-                segment::unlink(&name);
-                drop(kept);
-            }
-            if closing {
-                return;
-            }
+            // Refill first: a caller may be about to want a ready segment,
+            // nobody waits for a removal.
             for _ in 0..missing {
                 // A failure (out of descriptors, say) is retried on the next take.
                 let Ok(fresh) = Segment::create_unique(0) else {
                     break;
                 };
                 self.lock().ready.push(fresh);
+            }
+            for (name, kept) in doomed {
+                segment::unlink(&name);
+                drop(kept);
+            }
+            if closing {
+                return;
             }
         }
     }
