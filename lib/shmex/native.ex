@@ -1,14 +1,4 @@
 defmodule Shmex.Native do
-  # Calls whose work passes these sizes run on a dirty CPU scheduler, so that
-  # no normal scheduler is held for more than about a millisecond. Measured on
-  # the machine in README's benchmark: copying runs at 10-40 GB/s, but a page
-  # written for the first time costs ~1.3 µs to allocate and fill, and freeing
-  # one ~0.6 µs. A dirty call costs a few µs more, and reads pay extra there
-  # for allocating their result, so reads go dirty late.
-  @dirty_read 8_388_608
-  @dirty_fresh_pages 2_097_152
-  @dirty_move 4_194_304
-
   @moduledoc """
   Operations on the shared memory behind a `%Shmex{}` struct.
 
@@ -36,11 +26,11 @@ defmodule Shmex.Native do
 
   ## Scheduling
 
-  Large calls run on a dirty CPU scheduler, so that no normal scheduler is
-  held for long: reads of more than #{div(@dirty_read, 1_048_576)} MiB, writes,
-  splits and appends of more than #{div(@dirty_fresh_pages, 1_048_576)} MiB (they
-  may have to allocate fresh pages, which is slow), and trims and resizes
-  that move or free more than #{div(@dirty_move, 1_048_576)} MiB.
+  A call runs on a normal scheduler when its work is estimated at no more
+  than about a millisecond, and on a dirty CPU scheduler otherwise, so that
+  large copies never hold a normal scheduler. The estimate knows what the
+  segment will cost: a copy through a mapping runs at ~20 GB/s, but pages
+  written for the first time cost several times more (see README).
   """
 
   alias Shmex.Native.Nif
@@ -56,8 +46,6 @@ defmodule Shmex.Native do
 
   @typedoc "An OS error, or a struct that does not fit its segment."
   @type segment_error :: {:file.posix(), :shm_open | :ftruncate | :mmap} | :invalid_payload
-
-  defguardp over(bytes, limit) when is_integer(bytes) and bytes > limit
 
   @doc """
   Creates the segment `shm` describes and a guard for it.
@@ -113,11 +101,9 @@ defmodule Shmex.Native do
   """
   @spec set_capacity(Shmex.t(), capacity :: non_neg_integer()) ::
           {:ok, Shmex.t()} | {:error, segment_error()}
-  def set_capacity(%Shmex{capacity: current} = shm, capacity)
-      when is_integer(capacity) and over(current - capacity, @dirty_move),
-      do: Nif.set_capacity_dirty(shm, capacity)
-
-  def set_capacity(shm, capacity), do: Nif.set_capacity(shm, capacity)
+  def set_capacity(shm, capacity) do
+    with :reschedule <- Nif.set_capacity(shm, capacity), do: Nif.set_capacity_dirty(shm, capacity)
+  end
 
   @doc """
   Reads the data: `shm.size` bytes.
@@ -144,8 +130,9 @@ defmodule Shmex.Native do
   """
   @spec read(Shmex.t(), read_size :: non_neg_integer()) ::
           {:ok, binary()} | {:error, :invalid_read_size | segment_error()}
-  def read(shm, read_size) when over(read_size, @dirty_read), do: Nif.read_dirty(shm, read_size)
-  def read(shm, read_size), do: Nif.read(shm, read_size)
+  def read(shm, read_size) do
+    with :reschedule <- Nif.read(shm, read_size), do: Nif.read_dirty(shm, read_size)
+  end
 
   @doc """
   Replaces the data with `data`.
@@ -160,10 +147,9 @@ defmodule Shmex.Native do
     * `{:enoent, :shm_open}` - the segment is gone, or on another host
   """
   @spec write(Shmex.t(), data :: binary()) :: {:ok, Shmex.t()} | {:error, segment_error()}
-  def write(shm, data) when is_binary(data) and over(byte_size(data), @dirty_fresh_pages),
-    do: Nif.write_dirty(shm, data)
-
-  def write(shm, data), do: Nif.write(shm, data)
+  def write(shm, data) do
+    with :reschedule <- Nif.write(shm, data), do: Nif.write_dirty(shm, data)
+  end
 
   @doc """
   Splits the data at `position`: the bytes past it move to a new segment.
@@ -181,11 +167,9 @@ defmodule Shmex.Native do
   """
   @spec split_at(Shmex.t(), position :: non_neg_integer()) ::
           {:ok, {Shmex.t(), Shmex.t()}} | {:error, :invalid_position | segment_error()}
-  def split_at(%Shmex{size: size} = shm, position)
-      when is_integer(position) and over(size - position, @dirty_fresh_pages),
-      do: Nif.split_at_dirty(shm, position)
-
-  def split_at(shm, position), do: Nif.split_at(shm, position)
+  def split_at(shm, position) do
+    with :reschedule <- Nif.split_at(shm, position), do: Nif.split_at_dirty(shm, position)
+  end
 
   @doc """
   Appends `source`'s data to `target`'s.
@@ -201,10 +185,9 @@ defmodule Shmex.Native do
   """
   @spec append(target :: Shmex.t(), source :: Shmex.t()) ::
           {:ok, Shmex.t()} | {:error, segment_error()}
-  def append(target, %Shmex{size: size} = source) when over(size, @dirty_fresh_pages),
-    do: Nif.append_dirty(target, source)
-
-  def append(target, source), do: Nif.append(target, source)
+  def append(target, source) do
+    with :reschedule <- Nif.append(target, source), do: Nif.append_dirty(target, source)
+  end
 
   @doc """
   Keeps the struct, and so its segment, alive up to this call; returns `:ok`.
@@ -224,10 +207,7 @@ defmodule Shmex.Native do
     * `:invalid_payload` - the struct does not fit the segment
   """
   @spec trim(Shmex.t()) :: {:ok, Shmex.t()} | {:error, segment_error()}
-  def trim(%Shmex{size: size, capacity: capacity} = shm) when over(capacity - size, @dirty_move),
-    do: Nif.trim_dirty(shm, 0)
-
-  def trim(shm), do: Nif.trim(shm, 0)
+  def trim(shm), do: trim(shm, 0)
 
   @doc """
   Drops the first `bytes` bytes of data and shrinks the segment to the rest.
@@ -242,8 +222,7 @@ defmodule Shmex.Native do
   """
   @spec trim(Shmex.t(), bytes :: non_neg_integer()) ::
           {:ok, Shmex.t()} | {:error, :invalid_trim_size | segment_error()}
-  def trim(%Shmex{capacity: capacity} = shm, bytes) when over(capacity, @dirty_move),
-    do: Nif.trim_dirty(shm, bytes)
-
-  def trim(shm, bytes), do: Nif.trim(shm, bytes)
+  def trim(shm, bytes) do
+    with :reschedule <- Nif.trim(shm, bytes), do: Nif.trim_dirty(shm, bytes)
+  end
 end

@@ -51,6 +51,11 @@ pub enum Error {
     /// `add_guard/1` on a struct this library already guards: `{:error, :already_guarded}`.
     #[error("the segment already has a guard")]
     AlreadyGuarded,
+    /// The call would take longer than its time limit (see
+    /// [`Shm::time_limit`](crate::Shm::time_limit)); nothing was changed.
+    /// The NIF turns it into a retry on a dirty scheduler.
+    #[error("the call would hold a normal scheduler too long")]
+    Reschedule,
 }
 
 impl Error {
@@ -64,6 +69,7 @@ impl Error {
             Error::InvalidPosition => "invalid_position".into(),
             Error::InvalidTrimSize => "invalid_trim_size".into(),
             Error::AlreadyGuarded => "already_guarded".into(),
+            Error::Reschedule => "reschedule".into(),
         }
     }
 }

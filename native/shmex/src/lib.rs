@@ -11,6 +11,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod budget;
+mod cost;
 mod error;
 mod guard;
 pub mod janitor;
@@ -19,6 +20,7 @@ mod segment;
 mod shm;
 mod term;
 
+pub use cost::Cost;
 pub use error::{Error, Result, Syscall};
 pub use guard::Guard;
 pub use name::ShmName;

@@ -25,6 +25,7 @@ use nix::sys::stat::Mode;
 use nix::sys::uio;
 use nix::unistd;
 
+use crate::cost::Cost;
 use crate::error::{Context, Error, Result, Syscall};
 use crate::name::ShmName;
 
@@ -36,7 +37,7 @@ const CREATE_ATTEMPTS: usize = 1000;
 /// pages from `mmap` every time, each faulted in on first touch.
 const BOUNCE_CHUNK: u64 = 64 << 10;
 
-/// After this many accesses a reused segment is mapped: setting up a mapping
+/// After this many calls a reused segment is mapped: setting up a mapping
 /// costs ~10 us and touching a page through it the first time ~1.4 us, where
 /// `pread`/`pwrite` cost ~0.5 us per call and ~0.2 us per page. So a mapping
 /// pays for itself only over repeated access.
@@ -61,7 +62,7 @@ pub struct Segment {
     backed: u64,
     map: Option<Map>,
     reused: bool,
-    accesses: u32,
+    calls: u32,
 }
 
 impl Segment {
@@ -105,7 +106,7 @@ impl Segment {
             backed: 0,
             map: None,
             reused: false,
-            accesses: 0,
+            calls: 0,
         }
     }
 
@@ -121,8 +122,10 @@ impl Segment {
     }
 
     /// Asks the OS for the segment's size: someone else may have resized it
-    /// since we last looked.
+    /// since we last looked. Each call on a reused segment starts with this,
+    /// so it also counts the calls, to tell busy segments from one-off ones.
     pub fn refresh(&mut self) -> Result<u64> {
+        self.calls = self.calls.saturating_add(1);
         self.set_known_len(current_len(&self.fd)?);
         Ok(self.len)
     }
@@ -226,10 +229,50 @@ impl Segment {
         }
     }
 
-    /// Checks `[offset, offset + len)` against the segment's size and counts
-    /// the access; the range's end.
-    fn check(&mut self, offset: u64, len: u64) -> Result<u64> {
-        self.accesses = self.accesses.saturating_add(1);
+    /// Roughly how long reading `[offset, offset + len)` will take.
+    pub fn read_cost(&self, offset: u64, len: u64) -> Cost {
+        let end = offset.saturating_add(len);
+        if self.maps(end) {
+            self.mapping_cost(end, len)
+        } else {
+            Cost::syscall_copy(len)
+        }
+    }
+
+    /// Roughly how long writing `[offset, offset + len)` will take, once the
+    /// segment is at least `offset + len` bytes long.
+    pub fn write_cost(&self, offset: u64, len: u64) -> Cost {
+        let end = offset.saturating_add(len);
+        let fresh = end.saturating_sub(self.backed.max(offset));
+        if fresh == 0 && self.maps(end) {
+            self.mapping_cost(end, len)
+        } else {
+            Cost::fresh_pages(fresh) + Cost::syscall_copy(len - fresh)
+        }
+    }
+
+    /// Roughly how long moving `len` bytes within `[0, end)` will take.
+    pub fn move_cost(&self, end: u64, len: u64) -> Cost {
+        if self.maps(end) {
+            self.mapping_cost(end, len)
+        } else {
+            Cost::syscall_copy(len) + Cost::syscall_copy(len)
+        }
+    }
+
+    /// Roughly how long resizing to `len` bytes will take: shrinking frees
+    /// pages (as many as there may be), growing costs nothing until written.
+    pub fn resize_cost(&self, len: u64) -> Cost {
+        Cost::free_pages(self.len.saturating_sub(len))
+    }
+
+    fn mapping_cost(&self, end: u64, len: u64) -> Cost {
+        let mapped = self.map.as_ref().map_or(0, |map| map.len.get() as u64);
+        Cost::memcpy(len) + Cost::first_touch(end.saturating_sub(mapped))
+    }
+
+    /// Checks `[offset, offset + len)` against the segment's size; its end.
+    fn check(&self, offset: u64, len: u64) -> Result<u64> {
         match offset.checked_add(len) {
             Some(end) if end <= self.len => Ok(end),
             _ => Err(Error::InvalidPayload),
@@ -244,7 +287,7 @@ impl Segment {
             .map
             .as_ref()
             .is_some_and(|map| map.len.get() as u64 >= end);
-        mapped || self.reused && self.accesses > MAP_AFTER
+        mapped || self.reused && self.calls > MAP_AFTER
     }
 
     /// Where to read `[offset, offset + len)` from: the mapping's base, or
@@ -282,11 +325,12 @@ impl Segment {
         self.map_prefix(end)
     }
 
-    /// Reserves the pages of `[0, end)` so touching them cannot fault.
+    /// Reserves the pages of `[0, end)`: touching them cannot fault, and
+    /// writing them cannot run out of space. `end` is within the segment.
     ///
     /// Shmex data always starts at offset 0, so the reserved part is a prefix:
     /// a segment with a large capacity and little data stays sparse.
-    fn reserve(&mut self, end: u64) -> Result<()> {
+    pub fn reserve(&mut self, end: u64) -> Result<()> {
         if end > self.backed {
             reserve_pages(&self.fd, self.backed, end - self.backed)?;
             self.backed = end;
@@ -646,13 +690,16 @@ mod tests {
     fn mapped_and_unmapped_access_see_the_same_bytes() {
         let mut mapped = Scratch::new(10_000);
         mapped.segment.expect_reuse();
-        mapped.segment.write(0, &[1; 10_000]).unwrap();
-        mapped.segment.write(100, &[2; 50]).unwrap();
-        assert!(
-            mapped.segment.map.is_none(),
-            "written twice: not worth a mapping yet"
-        );
-        read_all(&mut mapped.segment);
+        // Each call on a kept segment starts with a refresh.
+        for call in 0..MAP_AFTER {
+            mapped.segment.refresh().unwrap();
+            mapped.segment.write(0, &[1; 10_000]).unwrap();
+            assert!(
+                mapped.segment.map.is_none(),
+                "call {call}: not worth a mapping yet"
+            );
+        }
+        mapped.segment.refresh().unwrap();
         mapped.segment.write(100, &[2; 50]).unwrap();
         assert!(mapped.segment.map.is_some(), "busy: mapped");
         let mut plain = Segment::open(&mapped.name).unwrap();

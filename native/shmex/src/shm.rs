@@ -6,9 +6,11 @@
 //! call that fails leaves the segment as it was.
 
 use std::ops::DerefMut;
+use std::time::Duration;
 
 use nix::errno::Errno;
 
+use crate::cost::Cost;
 use crate::error::{Error, Result, Syscall};
 use crate::guard::Guard;
 use crate::janitor;
@@ -54,6 +56,10 @@ pub struct Shm<'g> {
     pub guard: Option<&'g Guard>,
     /// The struct's size and capacity.
     pub claim: Claim,
+    /// How long a call may take, as estimated before it starts; a call that
+    /// would take longer is refused with [`Error::Reschedule`] before it
+    /// changes anything. `None`: no limit (on a dirty scheduler).
+    pub time_limit: Option<Duration>,
 }
 
 impl<'g> Shm<'g> {
@@ -84,6 +90,7 @@ impl<'g> Shm<'g> {
     pub fn set_capacity(&self, capacity: u64) -> Result<Claim> {
         self.with_segment(|segment| {
             self.claim.check(segment)?;
+            self.admit(segment.resize_cost(capacity))?;
             segment.resize(capacity)?;
             Ok(Claim {
                 size: self.claim.size.min(capacity),
@@ -110,6 +117,7 @@ impl<'g> Shm<'g> {
         }
         self.with_segment(|segment| {
             self.claim.check(segment)?;
+            self.admit(segment.read_cost(0, len))?;
             segment.prepare(0, len)?;
             let mut buffer = alloc(len as usize);
             segment.read(0, &mut buffer)?;
@@ -124,6 +132,7 @@ impl<'g> Shm<'g> {
         let size = data.len() as u64;
         let capacity = self.claim.capacity.max(size);
         self.with_segment(|segment| {
+            self.admit(segment.write_cost(0, size))?;
             if segment.len() < capacity {
                 resize_for(segment, capacity, size)?;
             }
@@ -142,6 +151,7 @@ impl<'g> Shm<'g> {
             .ok_or(Error::InvalidPosition)?;
         self.with_segment(|segment| {
             self.claim.check(segment)?;
+            self.admit(segment.read_cost(position, right) + Cost::fresh_pages(right))?;
             segment.prepare(position, right)?;
             let guard = create_guarded(right, |new| segment.copy_to(position, new, 0, right))?;
             let left = Claim {
@@ -161,6 +171,8 @@ impl<'g> Shm<'g> {
             return self.with_segment(|segment| {
                 self.claim.check(segment)?;
                 source.claim.check(segment)?;
+                let cost = segment.read_cost(0, len) + segment.write_cost(at, len);
+                self.admit(segment.resize_cost(size) + cost)?;
                 resize_for(segment, size, size)?;
                 segment.copy_within(0, at, len)?;
                 Ok(Claim::full(size))
@@ -169,6 +181,8 @@ impl<'g> Shm<'g> {
         with_both(self, source, |target, from| {
             self.claim.check(target)?;
             source.claim.check(from)?;
+            let cost = from.read_cost(0, len) + target.write_cost(at, len);
+            self.admit(target.resize_cost(size) + cost)?;
             from.prepare(0, len)?;
             resize_for(target, size, size)?;
             from.copy_to(0, target, at, len)?;
@@ -186,12 +200,22 @@ impl<'g> Shm<'g> {
             .ok_or(Error::InvalidTrimSize)?;
         self.with_segment(|segment| {
             self.claim.check(segment)?;
+            let cost = segment.move_cost(self.claim.size, size) + segment.resize_cost(size);
+            self.admit(cost)?;
             if bytes > 0 {
                 segment.copy_within(bytes, 0, size)?;
             }
             segment.resize(size)?;
             Ok(Claim::full(size))
         })
+    }
+
+    /// Refuses work estimated to take longer than the time limit.
+    fn admit(&self, cost: Cost) -> Result<()> {
+        match self.time_limit {
+            Some(limit) if !cost.within(limit) => Err(Error::Reschedule),
+            _ => Ok(()),
+        }
     }
 
     /// Runs `f` on the segment: through our guard, which keeps it open and
@@ -228,12 +252,12 @@ fn with_both<R>(
     }
 }
 
-/// Resizes `segment` to `len` and readies its first `touched` bytes, or
+/// Resizes `segment` to `len` and reserves its first `touched` bytes, or
 /// leaves its size as it was.
 fn resize_for(segment: &mut Segment, len: u64, touched: u64) -> Result<()> {
     let old = segment.len();
     segment.resize(len)?;
-    segment.prepare(0, touched).inspect_err(|_| {
+    segment.reserve(touched).inspect_err(|_| {
         let _ = segment.resize(old);
     })
 }
@@ -248,5 +272,81 @@ fn create_guarded(len: u64, fill: impl FnOnce(&mut Segment) -> Result<()>) -> Re
             segment::unlink(&name);
             Err(error)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MILLISECOND: Option<Duration> = Some(Duration::from_millis(1));
+
+    fn shm<'g>(guard: &'g Guard, claim: Claim) -> Shm<'g> {
+        Shm {
+            name: guard.name().clone(),
+            guard: Some(guard),
+            claim,
+            time_limit: MILLISECOND,
+        }
+    }
+
+    #[test]
+    fn work_over_the_time_limit_is_refused_before_anything_changes() {
+        let guard = Shm::allocate(None, Claim::full(3)).unwrap();
+        shm(&guard, Claim::full(3)).write(b"abc").unwrap();
+
+        let big = vec![7; 16 << 20];
+        assert_eq!(
+            shm(&guard, Claim::full(3)).write(&big),
+            Err(Error::Reschedule)
+        );
+        let unchanged = shm(&guard, Claim::full(3));
+        assert_eq!(unchanged.read(3, |n| vec![0; n]).unwrap(), b"abc");
+        assert_eq!(unchanged.with_segment(|s| Ok(s.len())), Ok(3));
+
+        let unlimited = Shm {
+            time_limit: None,
+            ..shm(&guard, Claim::full(3))
+        };
+        assert_eq!(unlimited.write(&big), Ok(Claim::full(16 << 20)));
+    }
+
+    #[test]
+    fn copies_through_a_busy_mapping_fit_where_fresh_pages_do_not() {
+        let len = 8 << 20;
+        let guard = Shm::allocate(None, Claim::full(len)).unwrap();
+        let data = vec![1; len as usize];
+        let unlimited = Shm {
+            time_limit: None,
+            ..shm(&guard, Claim::full(len))
+        };
+        for _ in 0..4 {
+            unlimited.write(&data).unwrap();
+        }
+        // Mapped and warm now: 8 MiB of memcpy fits in a millisecond.
+        assert!(shm(&guard, Claim::full(len)).write(&data).is_ok());
+        assert!(shm(&guard, Claim::full(len))
+            .read(len, |n| vec![0; n])
+            .is_ok());
+
+        let fresh = Shm::allocate(
+            None,
+            Claim {
+                size: 0,
+                capacity: len,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            shm(
+                &fresh,
+                Claim {
+                    size: 0,
+                    capacity: len
+                }
+            )
+            .write(&data),
+            Err(Error::Reschedule)
+        );
     }
 }

@@ -126,6 +126,7 @@ impl<'a> ShmexTerm<'a> {
             name,
             guard: self.guard.as_deref(),
             claim: self.claim,
+            time_limit: None,
         })
     }
 

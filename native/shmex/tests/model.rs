@@ -88,6 +88,7 @@ impl Struct {
             name: self.name.clone(),
             guard: self.guard.as_deref(),
             claim: self.claim,
+            time_limit: None,
         }
     }
 
@@ -326,7 +327,7 @@ proptest! {
         }
         // The segments hold what the model says, whatever the structs claim.
         for (name, contents) in &world.segments {
-            let shm = Shm { name: name.clone(), guard: None, claim: Claim::full(contents.len() as u64) };
+            let shm = Shm { name: name.clone(), guard: None, claim: Claim::full(contents.len() as u64), time_limit: None };
             prop_assert_eq!(&shm.read(contents.len() as u64, |n| vec![0; n]).unwrap(), contents);
         }
     }

@@ -1,14 +1,35 @@
 //! Each NIF: decode the arguments, run the `shmex` operation, encode the result.
 //!
 //! Malformed arguments raise `ArgumentError`; everything else comes back as
-//! `{:ok, _}` or `{:error, reason}`.
+//! `{:ok, _}` or `{:error, reason}`, or, from a call on a normal scheduler
+//! whose work is estimated at more than a millisecond, as `:reschedule`
+//! before anything was changed: `Shmex.Native` then runs the `_dirty` twin.
 
-use rustler::{Binary, Env, NewBinary, NifResult, Term};
+use std::time::Duration;
+
+use rustler::{Binary, Encoder, Env, NewBinary, NifResult, Term};
+use shmex::{decode_size, guarded_struct, ok, ArgumentError, Error, Shm, ShmexTerm};
+
 mod atoms {
-    rustler::atoms! { error, kept_open, ready, pending_removal }
+    rustler::atoms! { error, kept_open, ready, pending_removal, reschedule }
 }
 
-use shmex::{decode_size, guarded_struct, ok, ArgumentError, Shm, ShmexTerm};
+/// The scheduler a NIF runs on.
+#[derive(Clone, Copy)]
+pub enum Scheduler {
+    Normal,
+    Dirty,
+}
+
+impl Scheduler {
+    /// How long a call may hold this scheduler.
+    fn time_limit(self) -> Option<Duration> {
+        match self {
+            Scheduler::Normal => Some(Duration::from_millis(1)),
+            Scheduler::Dirty => None,
+        }
+    }
+}
 
 pub fn allocate<'a>(env: Env<'a>, shm: Term<'a>) -> NifResult<Term<'a>> {
     let shm = ShmexTerm::decode(shm, "shm")?;
@@ -27,51 +48,83 @@ pub fn ensure_not_gc<'a>(env: Env<'a>, shm: Term<'a>) -> NifResult<Term<'a>> {
     Ok(rustler::types::atom::ok().to_term(env))
 }
 
-pub fn set_capacity<'a>(env: Env<'a>, shm: Term<'a>, capacity: Term<'a>) -> NifResult<Term<'a>> {
+pub fn set_capacity<'a>(
+    env: Env<'a>,
+    on: Scheduler,
+    shm: Term<'a>,
+    capacity: Term<'a>,
+) -> NifResult<Term<'a>> {
     let shm = ShmexTerm::decode(shm, "shm")?;
     let capacity = decode_size(capacity, "capacity")?;
-    let claim = shm.shm("shm")?.set_capacity(capacity)?;
-    Ok(ok(env, shm.with_claim(env, claim)))
+    let claim = operand(&shm, "shm", on)?.set_capacity(capacity);
+    reply(env, claim.map(|claim| shm.with_claim(env, claim)))
 }
 
-pub fn read<'a>(env: Env<'a>, shm: Term<'a>, read_size: Term<'a>) -> NifResult<Term<'a>> {
+pub fn read<'a>(
+    env: Env<'a>,
+    on: Scheduler,
+    shm: Term<'a>,
+    read_size: Term<'a>,
+) -> NifResult<Term<'a>> {
     let shm = ShmexTerm::decode(shm, "shm")?;
     let read_size = decode_size(read_size, "read_size")?;
-    let data = shm
-        .shm("shm")?
-        .read(read_size, |len| NewBinary::new(env, len))?;
-    Ok(ok(env, Term::from(data)))
+    let data = operand(&shm, "shm", on)?.read(read_size, |len| NewBinary::new(env, len));
+    reply(env, data.map(Term::from))
 }
 
-pub fn write<'a>(env: Env<'a>, shm: Term<'a>, data: Term<'a>) -> NifResult<Term<'a>> {
+pub fn write<'a>(
+    env: Env<'a>,
+    on: Scheduler,
+    shm: Term<'a>,
+    data: Term<'a>,
+) -> NifResult<Term<'a>> {
     let shm = ShmexTerm::decode(shm, "shm")?;
     let data: Binary = data
         .decode()
         .map_err(|_| ArgumentError::new("data must be a binary"))?;
-    let claim = shm.shm("shm")?.write(data.as_slice())?;
-    Ok(ok(env, shm.with_claim(env, claim)))
+    let claim = operand(&shm, "shm", on)?.write(data.as_slice());
+    reply(env, claim.map(|claim| shm.with_claim(env, claim)))
 }
 
-pub fn split_at<'a>(env: Env<'a>, shm: Term<'a>, position: Term<'a>) -> NifResult<Term<'a>> {
+pub fn split_at<'a>(
+    env: Env<'a>,
+    on: Scheduler,
+    shm: Term<'a>,
+    position: Term<'a>,
+) -> NifResult<Term<'a>> {
     let shm = ShmexTerm::decode(shm, "shm")?;
     let position = decode_size(position, "position")?;
-    let (left, guard, right) = shm.shm("shm")?.split_at(position)?;
-    let parts = (shm.with_claim(env, left), guarded_struct(env, guard, right));
-    Ok(ok(env, parts))
+    let parts = operand(&shm, "shm", on)?.split_at(position);
+    reply(
+        env,
+        parts.map(|(left, guard, right)| {
+            (shm.with_claim(env, left), guarded_struct(env, guard, right)).encode(env)
+        }),
+    )
 }
 
-pub fn append<'a>(env: Env<'a>, target: Term<'a>, source: Term<'a>) -> NifResult<Term<'a>> {
+pub fn append<'a>(
+    env: Env<'a>,
+    on: Scheduler,
+    target: Term<'a>,
+    source: Term<'a>,
+) -> NifResult<Term<'a>> {
     let target = ShmexTerm::decode(target, "target")?;
     let source = ShmexTerm::decode(source, "source")?;
-    let claim = target.shm("target")?.append(&source.shm("source")?)?;
-    Ok(ok(env, target.with_claim(env, claim)))
+    let claim = operand(&target, "target", on)?.append(&source.shm("source")?);
+    reply(env, claim.map(|claim| target.with_claim(env, claim)))
 }
 
-pub fn trim<'a>(env: Env<'a>, shm: Term<'a>, bytes: Term<'a>) -> NifResult<Term<'a>> {
+pub fn trim<'a>(
+    env: Env<'a>,
+    on: Scheduler,
+    shm: Term<'a>,
+    bytes: Term<'a>,
+) -> NifResult<Term<'a>> {
     let shm = ShmexTerm::decode(shm, "shm")?;
     let bytes = decode_size(bytes, "bytes")?;
-    let claim = shm.shm("shm")?.trim(bytes)?;
-    Ok(ok(env, shm.with_claim(env, claim)))
+    let claim = operand(&shm, "shm", on)?.trim(bytes);
+    reply(env, claim.map(|claim| shm.with_claim(env, claim)))
 }
 
 /// `%{kept_open: n, ready: n, pending_removal: n}`: segments kept open and
@@ -84,4 +137,24 @@ pub fn stats(env: Env) -> Term {
         (atoms::pending_removal(), pending),
     ];
     Term::map_from_pairs(env, &pairs).unwrap_or_else(|_| atoms::error().to_term(env))
+}
+
+/// The struct to operate on, with the time limit of the scheduler `on`.
+fn operand<'t>(
+    term: &'t ShmexTerm,
+    argument: &str,
+    on: Scheduler,
+) -> Result<Shm<'t>, ArgumentError> {
+    let mut shm = term.shm(argument)?;
+    shm.time_limit = on.time_limit();
+    Ok(shm)
+}
+
+/// `{:ok, value}`, `{:error, reason}`, or `:reschedule`.
+fn reply<'a>(env: Env<'a>, result: shmex::Result<Term<'a>>) -> NifResult<Term<'a>> {
+    match result {
+        Ok(value) => Ok(ok(env, value)),
+        Err(Error::Reschedule) => Ok(atoms::reschedule().to_term(env)),
+        Err(error) => Err(error.into()),
+    }
 }

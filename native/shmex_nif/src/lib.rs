@@ -1,12 +1,14 @@
 //! The NIF library behind `Shmex.Native`: entry points only, the work is done
 //! by the `shmex` crate (see `calls.rs`).
 //!
-//! Each call that copies data comes twice: on a normal scheduler, and `_dirty`
-//! on a dirty CPU scheduler, which `Shmex.Native` picks for large copies so
-//! that no normal scheduler is held for long.
+//! Each call that copies or frees data comes twice: on a normal scheduler,
+//! where it answers `:reschedule` when its work is estimated at more than a
+//! millisecond, and `_dirty`, on a dirty CPU scheduler, which `Shmex.Native`
+//! calls then.
 
 mod calls;
 
+use calls::Scheduler;
 use rustler::{Env, NifResult, Term};
 
 /// Declares a NIF on a normal scheduler and its twin on a dirty CPU scheduler,
@@ -15,12 +17,12 @@ macro_rules! copying_nif {
     ($name:ident, $dirty:ident, $($arg:ident),+) => {
         #[rustler::nif]
         fn $name<'a>(env: Env<'a>, $($arg: Term<'a>),+) -> NifResult<Term<'a>> {
-            calls::$name(env, $($arg),+)
+            calls::$name(env, Scheduler::Normal, $($arg),+)
         }
 
         #[rustler::nif(schedule = "DirtyCpu")]
         fn $dirty<'a>(env: Env<'a>, $($arg: Term<'a>),+) -> NifResult<Term<'a>> {
-            calls::$name(env, $($arg),+)
+            calls::$name(env, Scheduler::Dirty, $($arg),+)
         }
     };
 }
