@@ -139,14 +139,11 @@ defmodule Shmex.Bench do
     IO.puts("| 256 MiB call | took | worst gap of a 1 ms ticker |")
     IO.puts("|---|---:|---:|")
 
-    # The same calls pinned to a normal scheduler, as 0.5.1 runs them.
     for {name, call} <- [
           {"nothing: `Process.sleep(300)`, for the machine's own noise",
            fn _ -> {:ok, Process.sleep(300)} end},
           {"`write/2`", &Native.write(&1, data)},
-          {"`read/1`", &Native.read/1},
-          {"`write/2` on a normal scheduler", &Shmex.Native.Nif.write(&1, data)},
-          {"`read/1` on a normal scheduler", &Shmex.Native.Nif.read(&1, &1.size)}
+          {"`read/1`", &Native.read/1}
         ] do
       {us, result, gap} = with_ticker(fn -> call.(%{shm | size: byte_size(data)}) end)
       {:ok, _} = result
