@@ -8,6 +8,7 @@ use crate::error::Result;
 use crate::janitor;
 use crate::name::ShmName;
 use crate::segment::Segment;
+use crate::shm::{Claim, Shm};
 
 /// Owns a segment's name: dropping the guard unlinks the segment.
 ///
@@ -41,6 +42,17 @@ impl Guard {
     /// The name of the guarded segment.
     pub fn name(&self) -> &ShmName {
         &self.name
+    }
+
+    /// A struct for this guard's segment, claiming `claim`: to work on a
+    /// segment just allocated.
+    pub fn shm(&self, claim: Claim) -> Shm<'_> {
+        Shm {
+            name: self.name.clone(),
+            guard: Some(self),
+            claim,
+            time_limit: None,
+        }
     }
 
     /// Whether the guard holds the segment open between calls.

@@ -229,6 +229,52 @@ impl Segment {
         }
     }
 
+    /// Runs `f` on the first `len` bytes of the segment, in place, mapped and
+    /// with their pages reserved.
+    ///
+    /// Other OS processes may change the bytes while `f` looks at them (see
+    /// the type's docs); in this process nothing else can use this `Segment`
+    /// meanwhile, as `f` holds it borrowed.
+    pub fn with_bytes<R>(&mut self, len: u64, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        let end = self.check(0, len)?;
+        if len == 0 {
+            return Ok(f(&[]));
+        }
+        let base = self.touchable(end)?;
+        // SAFETY: `touchable` vouched for `[0, len)` of the mapping, which
+        // stays mapped while `self` is borrowed by this call.
+        Ok(f(unsafe { std::slice::from_raw_parts(base, len as usize) }))
+    }
+
+    /// Runs `f` on the first `len` bytes of the segment, in place, to change
+    /// them; see [`with_bytes`](Self::with_bytes).
+    pub fn with_bytes_mut<R>(&mut self, len: u64, f: impl FnOnce(&mut [u8]) -> R) -> Result<R> {
+        let end = self.check(0, len)?;
+        if len == 0 {
+            return Ok(f(&mut []));
+        }
+        let base = self.touchable(end)?;
+        // SAFETY: as in `with_bytes`; `&mut self` keeps this the only slice
+        // of this mapping.
+        Ok(f(unsafe {
+            std::slice::from_raw_parts_mut(base, len as usize)
+        }))
+    }
+
+    /// Maps the first `len` bytes, reserving their pages, and hands the
+    /// mapping over to the caller, who must release it with [`unmap`]; the
+    /// descriptor is closed. For C callers, which keep a bare pointer.
+    pub fn into_mapping(mut self, len: u64) -> Result<NonNull<u8>> {
+        let end = self.check(0, len)?;
+        let len = usize::try_from(end).map_err(|_| Error::Os(Errno::ENOMEM, Syscall::Mmap))?;
+        let len = NonZeroUsize::new(len).ok_or(Error::Os(Errno::EINVAL, Syscall::Mmap))?;
+        self.reserve(end)?;
+        let map = Map::new(&self.fd, len)?;
+        let ptr = map.ptr;
+        std::mem::forget(map);
+        Ok(ptr)
+    }
+
     /// Roughly how long reading `[offset, offset + len)` will take.
     pub fn read_cost(&self, offset: u64, len: u64) -> Cost {
         let end = offset.saturating_add(len);
@@ -445,6 +491,16 @@ pub(crate) fn total_memory() -> u64 {
 #[cfg(not(target_os = "linux"))]
 pub(crate) fn total_memory() -> u64 {
     u64::MAX
+}
+
+/// Releases a mapping made by [`Segment::into_mapping`].
+///
+/// # Safety
+///
+/// `ptr` and `len` must be exactly a mapping that `into_mapping` returned and
+/// that was not released yet, and nothing may use it afterwards.
+pub unsafe fn unmap(ptr: NonNull<u8>, len: NonZeroUsize) {
+    drop(Map { ptr, len });
 }
 
 /// Runs `hook` when the process exits, or when this library is unloaded
@@ -674,6 +730,44 @@ mod tests {
             expected.copy_within(from as usize..(from + len) as usize, to as usize);
             assert!(read_all(&mut scratch.segment) == expected, "{from} -> {to}");
         }
+    }
+
+    #[test]
+    fn bytes_in_place_read_and_change_the_segment() {
+        let mut scratch = Scratch::new(5);
+        scratch.segment.write(0, b"hello").unwrap();
+        let sum = scratch
+            .segment
+            .with_bytes(5, |bytes| bytes.iter().map(|&b| u32::from(b)).sum::<u32>());
+        assert_eq!(sum, Ok(532));
+        scratch
+            .segment
+            .with_bytes_mut(2, |bytes| bytes.copy_from_slice(b"HE"))
+            .unwrap();
+        assert_eq!(read_all(&mut scratch.segment), b"HEllo");
+        assert_eq!(
+            scratch.segment.with_bytes(6, |_| ()),
+            Err(Error::InvalidPayload)
+        );
+        assert_eq!(scratch.segment.with_bytes(0, |bytes| bytes.len()), Ok(0));
+    }
+
+    #[test]
+    fn a_mapping_handed_over_stays_valid_until_unmapped() {
+        let scratch = Scratch::new(4096);
+        let segment = Segment::open(&scratch.name).unwrap();
+        let ptr = segment.into_mapping(4096).unwrap();
+        // SAFETY: 4096 mapped bytes, unmapped once below.
+        unsafe {
+            ptr.as_ptr().write_bytes(9, 4096);
+            unmap(ptr, NonZeroUsize::new(4096).unwrap());
+        }
+        let mut again = Segment::open(&scratch.name).unwrap();
+        assert_eq!(read_all(&mut again), vec![9; 4096]);
+        assert!(Segment::open(&scratch.name)
+            .unwrap()
+            .into_mapping(4097)
+            .is_err());
     }
 
     #[test]

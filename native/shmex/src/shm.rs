@@ -218,6 +218,27 @@ impl<'g> Shm<'g> {
         }
     }
 
+    /// Runs `f` on the data (`size` bytes), in place, after checking the
+    /// struct against its segment. Made for NIFs that process the data
+    /// without copying it; see the crate docs for an example.
+    ///
+    /// Another OS process may change the bytes while `f` runs.
+    pub fn data<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        self.with_segment(|segment| {
+            self.claim.check(segment)?;
+            segment.with_bytes(self.claim.size, f)
+        })
+    }
+
+    /// Runs `f` on the data (`size` bytes), in place, to change it; see
+    /// [`data`](Self::data).
+    pub fn data_mut<R>(&self, f: impl FnOnce(&mut [u8]) -> R) -> Result<R> {
+        self.with_segment(|segment| {
+            self.claim.check(segment)?;
+            segment.with_bytes_mut(self.claim.size, f)
+        })
+    }
+
     /// Runs `f` on the segment: through our guard, which keeps it open and
     /// serializes calls, or opened for just this call.
     pub fn with_segment<R>(&self, f: impl FnOnce(&mut Segment) -> Result<R>) -> Result<R> {

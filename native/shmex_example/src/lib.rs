@@ -1,0 +1,39 @@
+//! An example of a NIF library built on the `shmex` crate: it reads and
+//! changes the data of `%Shmex{}` structs in place, and makes new ones.
+//! Loaded by the ExUnit suite as `ShmexExample.Nif`.
+
+use rustler::{Env, NifResult, Term};
+use shmex::{guarded_struct, Claim, Shm, ShmexTerm};
+
+/// The sum of the bytes of a struct's data, read in place.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn checksum(shm: Term) -> NifResult<u64> {
+    let shm = ShmexTerm::decode(shm, "shm")?;
+    Ok(shm
+        .shm("shm")?
+        .data(|data| data.iter().map(|&byte| u64::from(byte)).sum())?)
+}
+
+/// Reverses a struct's data in place; the struct itself is unchanged.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn reverse(shm: Term) -> NifResult<rustler::Atom> {
+    let shm = ShmexTerm::decode(shm, "shm")?;
+    shm.shm("shm")?.data_mut(|data| data.reverse())?;
+    Ok(rustler::types::atom::ok())
+}
+
+/// A new guarded segment holding `len` copies of `byte`.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn filled(env: Env, len: u64, byte: u8) -> NifResult<Term> {
+    let guard = Shm::allocate(None, Claim::full(len))?;
+    guard
+        .shm(Claim::full(len))
+        .data_mut(|data| data.fill(byte))?;
+    Ok(guarded_struct(env, guard, Claim::full(len)))
+}
+
+fn load(env: Env, _info: Term) -> bool {
+    shmex::load(env)
+}
+
+rustler::init!("Elixir.ShmexExample.Nif", load = load);
