@@ -1,28 +1,49 @@
 defmodule Mix.Tasks.Compile.ShmexNative do
-  @shortdoc "Builds the Shmex NIF library with cargo"
+  @shortdoc "Builds the Shmex NIF and C libraries with cargo"
   @moduledoc """
-  Builds the Rust workspace with `cargo build --release` and installs the NIF
-  library as `priv/native/shmex_nif.so`.
+  Builds the Rust workspace with `cargo build --release` and installs, under
+  `priv/native/`:
+
+    * `shmex_nif.so` - the NIF library behind `Shmex.Native`
+    * `libshmex.a` and `include/shmex/{lib,shmex}.h` - Shmex 0.5.1's C API,
+      for C NIFs (such as unifex's) to compile and link against
 
   Defined here rather than in `lib/` because a compiler has to exist before
   the project's own modules are compiled.
   """
   use Mix.Task.Compiler
 
-  @crate "shmex_nif"
-
   @impl Mix.Task.Compiler
   def run(_args) do
     root = File.cwd!()
-    cargo!(root, ["build", "--release", "--quiet", "--package", @crate])
 
-    built = Path.join([target_dir(root), "release", library_file(@crate)])
-    installed = Path.join([root, "priv", "native", "#{@crate}.so"])
-    status = install(built, installed)
+    cargo!(root, [
+      "build",
+      "--release",
+      "--quiet",
+      "--package",
+      "shmex_nif",
+      "--package",
+      "shmex_c"
+    ])
+
+    release = Path.join(target_dir(root), "release")
+    priv = Path.join([root, "priv", "native"])
+    headers = Path.join([root, "native", "shmex_c", "include", "shmex"])
+
+    installed =
+      [
+        {Path.join(release, library_file("shmex_nif")), Path.join(priv, "shmex_nif.so")},
+        {Path.join(release, "libshmex_c.a"), Path.join(priv, "libshmex.a")}
+        | for header <- ["lib.h", "shmex.h"] do
+            {Path.join(headers, header), Path.join([priv, "include", "shmex", header])}
+          end
+      ]
+      |> Enum.map(fn {built, installed} -> install(built, installed) end)
 
     # priv/ may not have existed when Mix linked it into _build.
     Mix.Project.build_structure()
-    {status, []}
+    {if(:ok in installed, do: :ok, else: :noop), []}
   end
 
   defp cargo!(root, args) do
@@ -48,8 +69,8 @@ defmodule Mix.Tasks.Compile.ShmexNative do
     end
   end
 
-  # Copies only when the library changed, and through a rename: a VM may have
-  # the old file loaded, and overwriting a loaded library in place crashes it.
+  # Copies only when the file changed, and through a rename: a VM may have
+  # the old library loaded, and overwriting a loaded library in place crashes it.
   defp install(built, installed) do
     if File.read!(built) == (File.exists?(installed) && File.read!(installed)) do
       :noop
@@ -82,7 +103,8 @@ defmodule Shmex.MixProject do
       package: [
         licenses: ["Apache-2.0"],
         files: ~w(lib native/shmex/src native/shmex/Cargo.toml native/shmex_nif/src
-                  native/shmex_nif/Cargo.toml Cargo.toml Cargo.lock mix.exs README.md)
+                  native/shmex_nif/Cargo.toml native/shmex_c/src native/shmex_c/include
+                  native/shmex_c/Cargo.toml Cargo.toml Cargo.lock mix.exs README.md)
       ]
     ]
   end

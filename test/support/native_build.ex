@@ -13,6 +13,28 @@ defmodule Shmex.Test.NativeBuild do
     Path.join([target, "release", "lib#{package}.so"])
   end
 
+  @doc """
+  Compiles the C NIF `source` against the C API that `mix compile` installed
+  in priv/native, linked with its static library; the library's path.
+  """
+  def gcc_nif!(source) do
+    priv = Path.join(@root, "priv/native")
+    erts = Path.join(:code.root_dir(), "erts-#{:erlang.system_info(:version)}/include")
+    output = Path.join(System.tmp_dir!(), "shmex-c-#{System.unique_integer([:positive])}.so")
+
+    run!(
+      "gcc",
+      [
+        ~w(-std=c11 -Wall -Wextra -Werror -O2 -fPIC -shared),
+        ["-I", erts, "-I", Path.join(priv, "include"), Path.join(@root, source)],
+        [Path.join(priv, "libshmex.a"), "-lpthread", "-ldl", "-lm", "-o", output]
+      ]
+      |> List.flatten()
+    )
+
+    output
+  end
+
   @doc "Copies `library` to a fresh directory as `name.so`; the path without `.so`."
   def stage!(library, name) do
     dir = Path.join(System.tmp_dir!(), "shmex-test-#{System.unique_integer([:positive])}")

@@ -130,6 +130,11 @@ impl<'a> ShmexTerm<'a> {
         })
     }
 
+    /// The `guard` field, whatever it holds.
+    pub fn guard_term(&self) -> Term<'a> {
+        self.guard_term
+    }
+
     /// This struct with a new size and capacity; everything else unchanged.
     pub fn with_claim(&self, env: Env<'a>, claim: Claim) -> Term<'a> {
         self.term

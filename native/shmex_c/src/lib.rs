@@ -1,0 +1,17 @@
+//! Shmex 0.5.1's C API for NIFs (`shmex/lib.h`, `shmex/shmex.h` in
+//! `include/`), implemented on the `shmex` crate and built as the static
+//! library `libshmex.a`.
+//!
+//! C callers hand over raw pointers, so this crate is where the unsafe code
+//! of the project meets C: every function checks what it can (NULL pointers,
+//! names, sizes against the real segment) and the header says what is left
+//! to the caller. Errors set `errno`, which [`terms::shmex_make_error_term`]
+//! reads, as 0.5.1's did.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+// The functions are called from C: their safety contract is the header's.
+#![allow(clippy::missing_safety_doc)]
+
+mod memory;
+mod terms;
+mod types;

@@ -1,0 +1,126 @@
+defmodule Shmex.CApiTest do
+  # A C NIF compiled against the installed shmex/shmex.h and linked with
+  # libshmex.a (test/support/c_client), used as unifex uses Shmex 0.5.1's
+  # C API, on segments made on both sides.
+  use ExUnit.Case, async: true
+
+  import Bitwise
+  alias Shmex.Native
+  alias Shmex.Test.Segments
+  alias ShmexCClient.Nif, as: C
+
+  test "a segment allocated in C is read here, and its C guard unlinks it" do
+    name =
+      Segments.in_process(fn ->
+        assert {:ok, shm} = C.allocate(1000, ?x)
+        assert %Shmex{name: "/shmex-" <> _, size: 1000, capacity: 1000} = shm
+        assert is_reference(shm.guard)
+        assert Native.read(shm) == {:ok, String.duplicate("x", 1000)}
+        # The C library's guard is not ours: we may add one.
+        assert {:ok, _} = Native.add_guard(shm)
+        shm.name
+      end)
+
+    assert Segments.eventually(fn -> not Segments.exists?(name) end)
+  end
+
+  test "C maps and checksums a struct made here" do
+    data = :rand.bytes(50_000)
+    assert C.checksum(Shmex.new(data, 80_000)) == {:ok, Enum.sum(:binary.bin_to_list(data))}
+  end
+
+  test "C writes through a mapping, growing the segment as unifex reallocates" do
+    shm = Shmex.new("abc")
+    assert {:ok, written} = C.write(shm, "hello world")
+
+    assert {written.name, written.guard, written.size, written.capacity} ==
+             {shm.name, shm.guard, 11, 11}
+
+    assert Segments.real_size(shm) == 11
+    assert Native.read(written) == {:ok, "hello world"}
+  end
+
+  test "C resizes, clamping the size" do
+    shm = Shmex.new("abcdef")
+    assert {:ok, grown} = C.resize(shm, 100)
+    assert {grown.size, grown.capacity, Segments.real_size(shm)} == {6, 100, 100}
+    assert {:ok, shrunk} = C.resize(grown, 2)
+    assert {shrunk.size, shrunk.capacity} == {2, 2}
+    assert Native.read(shrunk) == {:ok, "ab"}
+    assert C.resize(shrunk, 1 <<< 32) == {:error, {:efbig, :ftruncate}}
+  end
+
+  test "shmex_get_from_term takes %Shmex{} structs whose sizes fit its fields" do
+    shm = Shmex.new("abc")
+    assert C.parse(shm) and C.parse(%Shmex{})
+    refute C.parse(%{shm | size: 1 <<< 32})
+    refute C.parse(%{shm | capacity: -1})
+    refute C.parse(%{shm | name: "/a\0b"})
+    refute C.parse(Map.delete(shm, :guard))
+    refute C.parse(:not_a_struct)
+  end
+
+  test "a struct that does not fit its segment is an error, not a crash" do
+    shm = Shmex.new("0123456789")
+    assert C.checksum(%{shm | capacity: 1 <<< 20}) == {:error, :invalid_payload}
+    assert C.checksum(%{shm | size: 11}) == {:error, :invalid_payload}
+    assert C.checksum(%Shmex{}) == {:error, :invalid_payload}
+
+    missing = %Shmex{name: Segments.unique_name(), size: 1, capacity: 1}
+    assert C.checksum(missing) == {:error, {:enoent, :shm_open}}
+  end
+
+  test "mapping twice or resizing while mapped is refused; unmapping twice is harmless" do
+    assert C.misuse(Shmex.new("abc")) == {:ok, :shm_is_mapped, :shm_is_mapped, :ok}
+  end
+
+  test "zero-capacity segments map nothing and work" do
+    assert {:ok, shm} = C.allocate(0, 0)
+    assert shm.capacity == 0
+    assert C.checksum(shm) == {:ok, 0}
+    assert Native.read(shm) == {:ok, ""}
+  end
+
+  test "a guard of the C library's own type round-trips through Elixir" do
+    shm = Shmex.new("guarded twice")
+    c_guarded = C.guard(%{shm | guard: nil})
+    assert is_reference(c_guarded.guard)
+    assert {:ok, %Shmex{guard: guard}} = Native.write(c_guarded, "still here")
+    assert guard == c_guarded.guard
+    assert {:ok, _} = Native.add_guard(c_guarded)
+    Shmex.ensure_not_gc(shm)
+  end
+
+  test "shmex_init gives an unallocated struct" do
+    assert C.blank(10) == %Shmex{name: nil, guard: nil, size: 0, capacity: 10}
+  end
+
+  test "generated names are unique and as long as 0.5.1's buffer allows" do
+    names = for _ <- 1..100, do: C.generate_name()
+    assert Enum.uniq(names) == names
+    assert Enum.all?(names, &(String.starts_with?(&1, "/shmex-") and byte_size(&1) == 31))
+  end
+
+  test "error terms read errno; OK and SHM_MAPPED raise, as in 0.5.1" do
+    assert C.error_term(1) == {:error, {:enoent, :shm_open}}
+    assert C.error_term(2) == {:error, {:enoent, :ftruncate}}
+    assert C.error_term(3) == {:error, {:enoent, :mmap}}
+    assert C.error_term(5) == {:error, :invalid_payload}
+
+    for {code, reason} <- [{0, :ok_is_not_error}, {4, :shm_is_mapped}, {99, :unknown}] do
+      assert catch_error(C.error_term(code)) == reason
+    end
+  end
+
+  test "results have 0.5.1's names" do
+    assert Enum.map([0, 1, 2, 3, 4, 5, 99], &C.result_name/1) ==
+             [:ok, :shm_open, :ftruncate, :mmap, :shm_is_mapped, :invalid_payload, :unknown]
+  end
+
+  test "unlink removes the segment by name" do
+    shm = Shmex.new("doomed")
+    assert C.unlink(shm) == :ok
+    refute Segments.exists?(shm)
+    assert C.unlink(%Shmex{}) == :invalid_payload
+  end
+end

@@ -1,0 +1,20 @@
+defmodule ShmexCClient.Nif do
+  @moduledoc false
+  # Stubs for test/support/c_client/shmex_c_client.c, a C NIF on the C API
+  # in priv/native. test_helper.exs builds it and calls load/1.
+
+  def load(path), do: :erlang.load_nif(String.to_charlist(path), 0)
+
+  def allocate(_capacity, _byte), do: :erlang.nif_error(:nif_not_loaded)
+  def checksum(_shm), do: :erlang.nif_error(:nif_not_loaded)
+  def write(_shm, _data), do: :erlang.nif_error(:nif_not_loaded)
+  def resize(_shm, _capacity), do: :erlang.nif_error(:nif_not_loaded)
+  def misuse(_shm), do: :erlang.nif_error(:nif_not_loaded)
+  def guard(_shm), do: :erlang.nif_error(:nif_not_loaded)
+  def parse(_term), do: :erlang.nif_error(:nif_not_loaded)
+  def unlink(_shm), do: :erlang.nif_error(:nif_not_loaded)
+  def blank(_capacity), do: :erlang.nif_error(:nif_not_loaded)
+  def generate_name, do: :erlang.nif_error(:nif_not_loaded)
+  def error_term(_code), do: :erlang.nif_error(:nif_not_loaded)
+  def result_name(_code), do: :erlang.nif_error(:nif_not_loaded)
+end
