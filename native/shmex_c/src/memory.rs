@@ -125,7 +125,10 @@ pub unsafe extern "C" fn shmex_unmap(payload: *mut Shmex) {
 
 /// `shmex_set_capacity`.
 #[no_mangle]
-pub unsafe extern "C" fn shmex_set_capacity(payload: *mut Shmex, capacity: usize) -> ShmexLibResult {
+pub unsafe extern "C" fn shmex_set_capacity(
+    payload: *mut Shmex,
+    capacity: usize,
+) -> ShmexLibResult {
     // SAFETY: a non-NULL payload points to a Shmex.
     let Some(payload) = (unsafe { payload.as_mut() }) else {
         return ShmexLibResult::invalid();

@@ -75,7 +75,9 @@ pub unsafe extern "C" fn shmex_get_from_term(
             let size = c_uint::try_from(shm.claim.size).ok()?;
             let capacity = c_uint::try_from(shm.claim.capacity).ok()?;
             let name = match &shm.name {
-                Some(name) => Some(malloc_c_string(name.as_bytes())).filter(|name| !name.is_null())?,
+                Some(name) => {
+                    Some(malloc_c_string(name.as_bytes())).filter(|name| !name.is_null())?
+                }
                 None => ptr::null_mut(),
             };
             Some((name, size, capacity, shm.guard_term().as_c_arg()))
@@ -123,7 +125,13 @@ pub unsafe extern "C" fn shmex_make_term(env: *mut ErlNifEnv, payload: *mut Shme
                 Some(name) => rustler::NewBinary::from_slice(env, name.as_bytes()).into(),
                 None => atoms::nil().to_term(env),
             };
-            let keys = [atoms::__struct__(), atoms::name(), atoms::guard(), atoms::size(), atoms::capacity()];
+            let keys = [
+                atoms::__struct__(),
+                atoms::name(),
+                atoms::guard(),
+                atoms::size(),
+                atoms::capacity(),
+            ];
             let values = [
                 atoms::shmex().to_term(env),
                 name,
@@ -132,8 +140,10 @@ pub unsafe extern "C" fn shmex_make_term(env: *mut ErlNifEnv, payload: *mut Shme
                 payload.capacity.encode(env),
             ];
             let keys = keys.map(|key| key.to_term(env));
-            Term::map_from_term_arrays(env, &keys, &values)
-                .map_or_else(|_| rustler::sys::enif_make_badarg(env.as_c_arg()), |map| map.as_c_arg())
+            Term::map_from_term_arrays(env, &keys, &values).map_or_else(
+                |_| rustler::sys::enif_make_badarg(env.as_c_arg()),
+                |map| map.as_c_arg(),
+            )
         })
     }
 }
@@ -223,7 +233,11 @@ pub unsafe extern "C" fn shmex_guard_destructor(_env: *mut ErlNifEnv, resource: 
     let Some(guard) = (unsafe { resource.cast::<ShmexGuard>().as_ref() }) else {
         return;
     };
-    let len = guard.name.iter().position(|&byte| byte == 0).unwrap_or(guard.name.len());
+    let len = guard
+        .name
+        .iter()
+        .position(|&byte| byte == 0)
+        .unwrap_or(guard.name.len());
     let bytes: Vec<u8> = guard.name[..len].iter().map(|&byte| byte as u8).collect();
     if let Some(name) = ShmName::new(&bytes).filter(|_| len > 0) {
         shmex::unlink(&name);
