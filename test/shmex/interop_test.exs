@@ -36,6 +36,24 @@ defmodule Shmex.InteropTest do
     assert rest == binary_part(data, 11, byte_size(data) - 11)
   end
 
+  test "names are unique across BEAM instances on the host" do
+    ebin = Path.dirname(:code.which(Shmex))
+    make_names = "for _ <- 1..500, do: IO.puts(Shmex.empty(0).name)"
+
+    others =
+      for _ <- 1..2 do
+        Task.async(fn -> System.cmd("elixir", ["-pa", ebin, "-e", make_names]) end)
+      end
+
+    ours = for _ <- 1..500, do: Shmex.empty(0)
+    theirs = for task <- others, {output, 0} = Task.await(task, 60_000), do: String.split(output)
+
+    names = Enum.map(ours, & &1.name) ++ List.flatten(theirs)
+    assert length(names) == 1500
+    assert Enum.uniq(names) == names
+    assert Enum.all?(names, &(String.starts_with?(&1, "/shmex-") and byte_size(&1) <= 31))
+  end
+
   test "a segment created by another OS process can be guarded and read" do
     name = Segments.unique_name()
 
