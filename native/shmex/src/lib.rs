@@ -79,7 +79,7 @@ pub use guard::Guard;
 pub use name::ShmName;
 pub use segment::{unlink, unmap, Segment};
 pub use shm::{Claim, Shm};
-pub use term::{decode_size, guarded_struct, ok, ArgumentError, ShmexTerm};
+pub use term::{atoms, decode_size, guarded_struct, ok, struct_term, ArgumentError, ShmexTerm};
 
 /// Registers the guard resource type and starts the janitor thread. A NIF
 /// library using this crate must call it from its `load` callback.

@@ -7,7 +7,8 @@ use crate::guard::Guard;
 use crate::name::ShmName;
 use crate::shm::{Claim, Shm};
 
-mod atoms {
+/// The atoms of `%Shmex{}` terms and their results.
+pub mod atoms {
     rustler::atoms! {
         ok,
         error,
@@ -155,7 +156,13 @@ pub fn ok<'a>(env: Env<'a>, value: impl Encoder) -> Term<'a> {
     (atoms::ok(), value).encode(env)
 }
 
-fn make_struct<'a>(env: Env<'a>, name: Term<'a>, guard: Term<'a>, claim: Claim) -> Term<'a> {
+/// A `%Shmex{}` struct of these fields; `name` is a binary or `nil`.
+pub fn struct_term<'a>(
+    env: Env<'a>,
+    name: Term<'a>,
+    guard: Term<'a>,
+    claim: Claim,
+) -> rustler::NifResult<Term<'a>> {
     let keys = [
         atoms::__struct__().encode(env),
         atoms::name().encode(env),
@@ -171,7 +178,12 @@ fn make_struct<'a>(env: Env<'a>, name: Term<'a>, guard: Term<'a>, claim: Claim) 
         claim.capacity.encode(env),
     ];
     Term::map_from_term_arrays(env, &keys, &values)
-        .expect("five distinct atom keys always make a map")
+}
+
+/// [`struct_term`], in a NIF: building a map of five distinct atom keys
+/// cannot fail, and if it did the panic would become an exception.
+fn make_struct<'a>(env: Env<'a>, name: Term<'a>, guard: Term<'a>, claim: Claim) -> Term<'a> {
+    struct_term(env, name, guard, claim).expect("five distinct atom keys always make a map")
 }
 
 fn binary<'a>(env: Env<'a>, bytes: &[u8]) -> Term<'a> {

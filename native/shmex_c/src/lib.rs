@@ -15,3 +15,10 @@
 mod memory;
 mod terms;
 mod types;
+
+/// Runs `body`, or answers `fallback()` should it panic: a panic unwinding
+/// into C would abort the whole VM. Nothing here is known to panic; this is
+/// the net under that claim.
+fn no_unwind<R>(body: impl FnOnce() -> R, fallback: impl FnOnce() -> R) -> R {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).unwrap_or_else(|_| fallback())
+}

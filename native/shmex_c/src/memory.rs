@@ -46,81 +46,89 @@ pub fn malloc_c_string(bytes: &[u8]) -> *mut c_char {
 /// `shmex_allocate_unguarded`.
 #[no_mangle]
 pub unsafe extern "C" fn shmex_allocate_unguarded(payload: *mut Shmex) -> ShmexLibResult {
-    // SAFETY: a non-NULL payload points to a Shmex, by the header's contract.
-    let Some(payload) = (unsafe { payload.as_mut() }) else {
-        return ShmexLibResult::invalid();
-    };
-    let capacity = u64::from(payload.capacity);
-    // SAFETY: the name is NULL or a C string.
-    let created = match unsafe { name_at(payload.name) } {
-        Some(name) => Segment::create(&name, capacity).map(drop),
-        None => Segment::create_unique(capacity).and_then(|(name, _segment)| {
-            let copy = malloc_c_string(name.as_bytes());
-            if copy.is_null() {
-                shmex::unlink(&name);
-                return Err(Error::Os(Errno::ENOMEM, Syscall::ShmOpen));
-            }
-            payload.name = copy;
-            Ok(())
-        }),
-    };
-    ShmexLibResult::of(created)
+    crate::no_unwind(
+        || {
+            // SAFETY: a non-NULL payload points to a Shmex, by the header's contract.
+            let Some(payload) = (unsafe { payload.as_mut() }) else {
+                return ShmexLibResult::invalid();
+            };
+            let capacity = u64::from(payload.capacity);
+            // SAFETY: the name is NULL or a C string.
+            let created = match unsafe { name_at(payload.name) } {
+                Some(name) => Segment::create(&name, capacity).map(drop),
+                None => Segment::create_unique(capacity).and_then(|(name, _segment)| {
+                    let copy = malloc_c_string(name.as_bytes());
+                    if copy.is_null() {
+                        shmex::unlink(&name);
+                        return Err(Error::Os(Errno::ENOMEM, Syscall::ShmOpen));
+                    }
+                    payload.name = copy;
+                    Ok(())
+                }),
+            };
+            ShmexLibResult::of(created)
+        },
+        ShmexLibResult::invalid,
+    )
 }
 
 /// `shmex_open_and_mmap`.
 #[no_mangle]
 pub unsafe extern "C" fn shmex_open_and_mmap(payload: *mut Shmex) -> ShmexLibResult {
-    // SAFETY: a non-NULL payload points to a Shmex.
-    let Some(payload) = (unsafe { payload.as_mut() }) else {
-        return ShmexLibResult::invalid();
-    };
-    if payload.mapped_memory != not_mapped() {
-        Errno::EBUSY.set();
-        return ShmexLibResult::ShmMapped;
-    }
-    // SAFETY: the name is NULL or a C string.
-    let Some(name) = (unsafe { name_at(payload.name) }) else {
-        return ShmexLibResult::invalid();
-    };
-    let claim = Claim {
-        size: u64::from(payload.size),
-        capacity: u64::from(payload.capacity),
-    };
-    let mapped = Segment::open(&name).and_then(|segment| {
-        claim.check(&segment)?;
-        match NonZeroUsize::new(payload.capacity as usize) {
-            None => Ok(ptr::null_mut()),
-            Some(len) => {
-                let base = segment.into_mapping(claim.capacity)?;
-                lock_mappings().insert(base.as_ptr() as usize, len);
-                Ok(base.as_ptr().cast::<c_void>())
+    crate::no_unwind(
+        || {
+            // SAFETY: a non-NULL payload points to a Shmex.
+            let (payload, name) = match unsafe { unmapped(payload) } {
+                Ok(unmapped) => unmapped,
+                Err(refused) => return refused,
+            };
+            let claim = Claim {
+                size: u64::from(payload.size),
+                capacity: u64::from(payload.capacity),
+            };
+            let mapped = Segment::open(&name).and_then(|segment| {
+                claim.check(&segment)?;
+                match NonZeroUsize::new(payload.capacity as usize) {
+                    None => Ok(ptr::null_mut()),
+                    Some(len) => {
+                        let base = segment.into_mapping(claim.capacity)?;
+                        lock_mappings().insert(base.as_ptr() as usize, len);
+                        Ok(base.as_ptr().cast::<c_void>())
+                    }
+                }
+            });
+            match mapped {
+                Ok(memory) => {
+                    payload.mapped_memory = memory;
+                    ShmexLibResult::Ok
+                }
+                Err(error) => ShmexLibResult::failed(error),
             }
-        }
-    });
-    match mapped {
-        Ok(memory) => {
-            payload.mapped_memory = memory;
-            ShmexLibResult::Ok
-        }
-        Err(error) => ShmexLibResult::failed(error),
-    }
+        },
+        ShmexLibResult::invalid,
+    )
 }
 
 /// `shmex_unmap`.
 #[no_mangle]
 pub unsafe extern "C" fn shmex_unmap(payload: *mut Shmex) {
-    // SAFETY: a non-NULL payload points to a Shmex.
-    let Some(payload) = (unsafe { payload.as_mut() }) else {
-        return;
-    };
-    let memory = std::mem::replace(&mut payload.mapped_memory, not_mapped());
-    let ours = lock_mappings().remove(&(memory as usize));
-    if let (Some(base), Some(len)) = (NonNull::new(memory.cast::<u8>()), ours) {
-        // SAFETY: `base` and `len` are a mapping `shmex_open_and_mmap` made,
-        // removed from the table just now so it is released once. C code
-        // must not use it after unmapping, by the header's contract.
-        unsafe { shmex::unmap(base, len) };
-    }
+    crate::no_unwind(
+        || {
+            // SAFETY: a non-NULL payload points to a Shmex.
+            let Some(payload) = (unsafe { payload.as_mut() }) else {
+                return;
+            };
+            let memory = std::mem::replace(&mut payload.mapped_memory, not_mapped());
+            let ours = lock_mappings().remove(&(memory as usize));
+            if let (Some(base), Some(len)) = (NonNull::new(memory.cast::<u8>()), ours) {
+                // SAFETY: `base` and `len` are a mapping `shmex_open_and_mmap` made,
+                // removed from the table just now so it is released once. C code
+                // must not use it after unmapping, by the header's contract.
+                unsafe { shmex::unmap(base, len) };
+            }
+        },
+        || (),
+    )
 }
 
 /// `shmex_set_capacity`.
@@ -129,66 +137,98 @@ pub unsafe extern "C" fn shmex_set_capacity(
     payload: *mut Shmex,
     capacity: usize,
 ) -> ShmexLibResult {
-    // SAFETY: a non-NULL payload points to a Shmex.
-    let Some(payload) = (unsafe { payload.as_mut() }) else {
-        return ShmexLibResult::invalid();
-    };
-    if payload.mapped_memory != not_mapped() {
-        Errno::EBUSY.set();
-        return ShmexLibResult::ShmMapped;
-    }
-    // SAFETY: the name is NULL or a C string.
-    let Some(name) = (unsafe { name_at(payload.name) }) else {
-        return ShmexLibResult::invalid();
-    };
-    let Ok(capacity) = u32::try_from(capacity) else {
-        return ShmexLibResult::failed(Error::Os(Errno::EFBIG, Syscall::Ftruncate));
-    };
-    let resized = Segment::open(&name).and_then(|mut segment| segment.resize(u64::from(capacity)));
-    if resized.is_ok() {
-        payload.capacity = capacity;
-        payload.size = payload.size.min(capacity);
-    }
-    ShmexLibResult::of(resized)
+    crate::no_unwind(
+        || {
+            // SAFETY: a non-NULL payload points to a Shmex.
+            let (payload, name) = match unsafe { unmapped(payload) } {
+                Ok(unmapped) => unmapped,
+                Err(refused) => return refused,
+            };
+            let Ok(capacity) = u32::try_from(capacity) else {
+                return ShmexLibResult::failed(Error::Os(Errno::EFBIG, Syscall::Ftruncate));
+            };
+            let resized =
+                Segment::open(&name).and_then(|mut segment| segment.resize(u64::from(capacity)));
+            if resized.is_ok() {
+                payload.capacity = capacity;
+                payload.size = payload.size.min(capacity);
+            }
+            ShmexLibResult::of(resized)
+        },
+        ShmexLibResult::invalid,
+    )
 }
 
 /// `shmex_unlink`.
 #[no_mangle]
 pub unsafe extern "C" fn shmex_unlink(payload: *mut Shmex) -> ShmexLibResult {
-    // SAFETY: a non-NULL payload points to a Shmex whose name is NULL or a
-    // C string.
-    match unsafe { payload.as_ref() }.and_then(|payload| unsafe { name_at(payload.name) }) {
-        Some(name) => {
-            shmex::unlink(&name);
-            ShmexLibResult::Ok
-        }
-        None => ShmexLibResult::invalid(),
-    }
+    crate::no_unwind(
+        || {
+            // SAFETY: a non-NULL payload points to a Shmex whose name is NULL or a
+            // C string.
+            match unsafe { payload.as_ref() }.and_then(|payload| unsafe { name_at(payload.name) }) {
+                Some(name) => {
+                    shmex::unlink(&name);
+                    ShmexLibResult::Ok
+                }
+                None => ShmexLibResult::invalid(),
+            }
+        },
+        ShmexLibResult::invalid,
+    )
 }
 
 /// `shmex_shm_unlink`.
 #[no_mangle]
 pub unsafe extern "C" fn shmex_shm_unlink(name: *mut c_char) {
-    // SAFETY: the name is NULL or a C string.
-    if let Some(name) = unsafe { name_at(name) } {
-        shmex::unlink(&name);
-    }
+    crate::no_unwind(
+        || {
+            // SAFETY: the name is NULL or a C string.
+            if let Some(name) = unsafe { name_at(name) } {
+                shmex::unlink(&name);
+            }
+        },
+        || (),
+    )
 }
 
 /// `shmex_generate_shm_name`.
 #[no_mangle]
 pub unsafe extern "C" fn shmex_generate_shm_name(name: *mut c_char, _attempt: c_int) {
-    if name.is_null() {
-        return;
+    crate::no_unwind(
+        || {
+            if name.is_null() {
+                return;
+            }
+            let generated = ShmName::generate();
+            let bytes = generated.as_bytes();
+            // SAFETY: the buffer holds SHMEX_SHM_NAME_LEN (32) bytes, by the header's
+            // contract; generated names are 31 bytes.
+            unsafe {
+                ptr::copy_nonoverlapping(bytes.as_ptr(), name.cast::<u8>(), bytes.len());
+                name.add(bytes.len()).write(0);
+            }
+        },
+        || (),
+    )
+}
+
+/// The struct and its name, if it is one that is not mapped: what mapping
+/// and resizing need.
+///
+/// # Safety
+///
+/// `payload` is NULL or points to a Shmex whose name is NULL or a C string.
+unsafe fn unmapped<'p>(payload: *mut Shmex) -> Result<(&'p mut Shmex, ShmName), ShmexLibResult> {
+    // SAFETY: forwarded to the caller.
+    let payload = unsafe { payload.as_mut() }.ok_or_else(ShmexLibResult::invalid)?;
+    if payload.mapped_memory != not_mapped() {
+        Errno::EBUSY.set();
+        return Err(ShmexLibResult::ShmMapped);
     }
-    let generated = ShmName::generate();
-    let bytes = generated.as_bytes();
-    // SAFETY: the buffer holds SHMEX_SHM_NAME_LEN (32) bytes, by the header's
-    // contract; generated names are 31 bytes.
-    unsafe {
-        ptr::copy_nonoverlapping(bytes.as_ptr(), name.cast::<u8>(), bytes.len());
-        name.add(bytes.len()).write(0);
-    }
+    // SAFETY: forwarded to the caller.
+    let name = unsafe { name_at(payload.name) }.ok_or_else(ShmexLibResult::invalid)?;
+    Ok((payload, name))
 }
 
 fn lock_mappings() -> std::sync::MutexGuard<'static, BTreeMap<usize, NonZeroUsize>> {

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use rustler::{Binary, Encoder, Env, NewBinary, NifResult, Term};
-use shmex::{decode_size, guarded_struct, ok, ArgumentError, Error, Shm, ShmexTerm};
+use shmex::{decode_size, guarded_struct, ok, ArgumentError, Claim, Error, Shm, ShmexTerm};
 
 mod atoms {
     rustler::atoms! { error, kept_open, ready, pending_removal, reschedule }
@@ -54,10 +54,9 @@ pub fn set_capacity<'a>(
     shm: Term<'a>,
     capacity: Term<'a>,
 ) -> NifResult<Term<'a>> {
-    let shm = ShmexTerm::decode(shm, "shm")?;
-    let capacity = decode_size(capacity, "capacity")?;
-    let claim = operand(&shm, "shm", on)?.set_capacity(capacity);
-    reply(env, claim.map(|claim| shm.with_claim(env, claim)))
+    resize(env, on, shm, (capacity, "capacity"), |shm, capacity| {
+        shm.set_capacity(capacity)
+    })
 }
 
 pub fn read<'a>(
@@ -121,9 +120,21 @@ pub fn trim<'a>(
     shm: Term<'a>,
     bytes: Term<'a>,
 ) -> NifResult<Term<'a>> {
+    resize(env, on, shm, (bytes, "bytes"), |shm, bytes| shm.trim(bytes))
+}
+
+/// A call that resizes a struct's segment by a byte count (named for its
+/// `ArgumentError`) and answers with the struct's new size and capacity.
+fn resize<'a>(
+    env: Env<'a>,
+    on: Scheduler,
+    shm: Term<'a>,
+    (count, argument): (Term<'a>, &str),
+    operation: impl FnOnce(&Shm, u64) -> shmex::Result<Claim>,
+) -> NifResult<Term<'a>> {
     let shm = ShmexTerm::decode(shm, "shm")?;
-    let bytes = decode_size(bytes, "bytes")?;
-    let claim = operand(&shm, "shm", on)?.trim(bytes);
+    let count = decode_size(count, argument)?;
+    let claim = operation(&operand(&shm, "shm", on)?, count);
     reply(env, claim.map(|claim| shm.with_claim(env, claim)))
 }
 
