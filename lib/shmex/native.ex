@@ -7,12 +7,12 @@ defmodule Shmex.Native do
 
   ## Errors
 
-  Reasons are those of Shmex 0.5.1, plus three for calls that 0.5.1 crashed on:
+  Reasons are those of Shmex 0.5.1, plus two for calls that 0.5.1 crashed on:
 
     * `{posix, syscall}` - the OS refused: `posix` is an errno atom as in
       `t::file.posix/0` (`:enoent`, `:enospc`, …), `syscall` is `:shm_open`
-      (opening or inspecting the segment), `:ftruncate` (sizing it or
-      reserving its pages) or `:mmap` (mapping it)
+      (opening or inspecting the segment), `:ftruncate` (sizing it, reserving
+      or writing its pages) or `:mmap` (mapping it or reading its pages)
     * `:invalid_payload` - the struct claims more than its segment has: a
       `size` over its `capacity`, or a `capacity` over the segment's real size
       (a forged struct, or a stale copy of one whose segment was shrunk since)
@@ -113,6 +113,8 @@ defmodule Shmex.Native do
     * `{:enoent, :shm_open}` - the segment is gone, or on another host
     * `{:enospc, :ftruncate}` - the data includes pages never written, and
       `/dev/shm` has no room to back them
+    * `{:enomem, :mmap}` - the data is larger than all of this machine's
+      memory (a sparse segment can be): no binary that size can be made
     * `:invalid_payload` - the struct does not fit the segment
   """
   @spec read(Shmex.t()) :: {:ok, binary()} | {:error, segment_error()}

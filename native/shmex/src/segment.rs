@@ -1,10 +1,12 @@
 //! An open POSIX shared memory segment: its file descriptor, a mapping of the
 //! part touched so far, and the bookkeeping that makes touching it safe.
+//! This is the OS side of the crate, and every `unsafe` block of it is here.
 //!
-//! Every `unsafe` block of the crate is in this file: the OS side. Touching a mapped page
-//! raises SIGBUS, which kills the whole VM, in two cases: the page lies past
-//! the end of the segment, or it is a hole and tmpfs has no page left to fill
-//! it with. So bytes are only ever touched in `[0, end)` with
+//! Bytes are copied with `pread`/`pwrite`, which report errors, or through a
+//! mapping, where touching a page raises SIGBUS, killing the whole VM, in two
+//! cases: the page lies past the end of the segment, or it is a hole and tmpfs
+//! has no page left to fill it with. So a mapping is only ever touched in
+//! `[0, end)` with
 //!
 //! - `end <= len`, the segment's size as of the last [`Segment::refresh`] or
 //!   our own resize, and
@@ -71,7 +73,7 @@ impl Segment {
     pub fn create(name: &ShmName, len: u64) -> Result<Segment> {
         let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR;
         let fd = shm_open(name, flags, Mode::S_IRUSR | Mode::S_IWUSR)?;
-        let mut segment = Segment::with_fd(fd, 0);
+        let mut segment = Segment::with_fd(fd);
         if let Err(error) = segment.resize(len) {
             unlink(name);
             return Err(error);
@@ -94,15 +96,15 @@ impl Segment {
     /// Opens the existing segment `name` for reading and writing.
     pub fn open(name: &ShmName) -> Result<Segment> {
         let fd = shm_open(name, OFlag::O_RDWR, Mode::empty())?;
-        let mut segment = Segment::with_fd(fd, 0);
+        let mut segment = Segment::with_fd(fd);
         segment.refresh()?;
         Ok(segment)
     }
 
-    fn with_fd(fd: OwnedFd, len: u64) -> Segment {
+    fn with_fd(fd: OwnedFd) -> Segment {
         Segment {
             fd,
-            len,
+            len: 0,
             backed: 0,
             map: None,
             reused: false,
