@@ -55,11 +55,6 @@ impl Guard {
         }
     }
 
-    /// Whether the guard holds the segment open between calls.
-    pub fn keeps_segment_open(&self) -> bool {
-        self.lock().is_some()
-    }
-
     /// Runs `f` on the segment, which the guard keeps open if it can. No other
     /// call through this guard runs meanwhile.
     pub fn with_segment<R>(&self, f: impl FnOnce(&mut Segment) -> Result<R>) -> Result<R> {

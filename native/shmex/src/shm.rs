@@ -302,12 +302,11 @@ mod tests {
 
     const MILLISECOND: Option<Duration> = Some(Duration::from_millis(1));
 
-    fn shm<'g>(guard: &'g Guard, claim: Claim) -> Shm<'g> {
+    /// A struct for `guard`'s segment, on a normal scheduler.
+    fn shm(guard: &Guard, claim: Claim) -> Shm<'_> {
         Shm {
-            name: guard.name().clone(),
-            guard: Some(guard),
-            claim,
             time_limit: MILLISECOND,
+            ..guard.shm(claim)
         }
     }
 
