@@ -102,9 +102,8 @@ defmodule Shmex.MixProject do
         "POSIX shared memory for Elixir: a drop-in replacement for Shmex 0.5.1, in Rust",
       package: [
         licenses: ["Apache-2.0"],
-        files: ~w(lib native/shmex/src native/shmex/Cargo.toml native/shmex_nif/src
-                  native/shmex_nif/Cargo.toml native/shmex_c/src native/shmex_c/include
-                  native/shmex_c/Cargo.toml Cargo.toml Cargo.lock mix.exs README.md)
+        # Every workspace member: cargo refuses a workspace with one missing.
+        files: ~w(lib native Cargo.toml Cargo.lock mix.exs README.md)
       ]
     ]
   end
