@@ -1,10 +1,10 @@
 //! The guard: ties a segment's life to the BEAM's garbage collector, and keeps
 //! the segment open and mapped between calls while it lives.
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
 
 use crate::budget::Slot;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::janitor;
 use crate::name::ShmName;
 use crate::segment::Segment;
@@ -56,9 +56,27 @@ impl Guard {
     }
 
     /// Runs `f` on the segment, which the guard keeps open if it can. No other
-    /// call through this guard runs meanwhile.
+    /// call through this guard runs meanwhile: this waits for the one running.
     pub fn with_segment<R>(&self, f: impl FnOnce(&mut Segment) -> Result<R>) -> Result<R> {
-        let mut kept = self.lock();
+        self.run(self.lock(), f)
+    }
+
+    /// As [`with_segment`](Self::with_segment), but if another call through
+    /// this guard is running, returns [`Error::Reschedule`] at once instead of
+    /// waiting: a normal scheduler must not wait for a dirty one's long copy.
+    pub fn try_with_segment<R>(&self, f: impl FnOnce(&mut Segment) -> Result<R>) -> Result<R> {
+        match self.kept.try_lock() {
+            Ok(kept) => self.run(kept, f),
+            Err(TryLockError::Poisoned(poisoned)) => self.run(poisoned.into_inner(), f),
+            Err(TryLockError::WouldBlock) => Err(Error::Reschedule),
+        }
+    }
+
+    fn run<R>(
+        &self,
+        mut kept: MutexGuard<'_, Option<Kept>>,
+        f: impl FnOnce(&mut Segment) -> Result<R>,
+    ) -> Result<R> {
         if let Some(kept) = kept.as_mut() {
             kept.segment.refresh()?;
             return f(&mut kept.segment);
@@ -100,7 +118,6 @@ impl Drop for Guard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::Error;
     use crate::segment;
     use nix::errno::Errno;
 
@@ -143,6 +160,26 @@ mod tests {
         let guard = Guard::new(name.clone(), Some(segment));
         Segment::open(&name).unwrap().resize(7).unwrap();
         assert_eq!(guard.with_segment(|segment| Ok(segment.len())).unwrap(), 7);
+    }
+
+    #[test]
+    fn trying_a_busy_guard_asks_to_reschedule_instead_of_waiting() {
+        let (name, segment) = Segment::create_unique(1).unwrap();
+        let guard = Guard::new(name, Some(segment));
+        let (started, finish) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                guard.with_segment(|_| {
+                    started.wait();
+                    finish.wait();
+                    Ok(())
+                })
+            });
+            started.wait();
+            assert_eq!(guard.try_with_segment(|_| Ok(())), Err(Error::Reschedule));
+            finish.wait();
+        });
+        assert_eq!(guard.try_with_segment(|segment| Ok(segment.len())), Ok(1));
     }
 
     #[test]

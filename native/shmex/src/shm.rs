@@ -57,8 +57,9 @@ pub struct Shm<'g> {
     /// The struct's size and capacity.
     pub claim: Claim,
     /// How long a call may take, as estimated before it starts; a call that
-    /// would take longer is refused with [`Error::Reschedule`] before it
-    /// changes anything. `None`: no limit (on a dirty scheduler).
+    /// would take longer, or would first have to wait for another call on the
+    /// same guard, is refused with [`Error::Reschedule`] before it changes
+    /// anything. `None`: no limit, and waiting is fine (on a dirty scheduler).
     pub time_limit: Option<Duration>,
 }
 
@@ -240,9 +241,12 @@ impl<'g> Shm<'g> {
     }
 
     /// Runs `f` on the segment: through our guard, which keeps it open and
-    /// serializes calls, or opened for just this call.
+    /// serializes calls, or opened for just this call. Under a time limit
+    /// (on a normal scheduler) a guard busy with another call is not waited
+    /// for: that call may be a long one, on a dirty scheduler.
     pub fn with_segment<R>(&self, f: impl FnOnce(&mut Segment) -> Result<R>) -> Result<R> {
         match self.own_guard() {
+            Some(guard) if self.time_limit.is_some() => guard.try_with_segment(f),
             Some(guard) => guard.with_segment(f),
             None => f(&mut Segment::open(&self.name)?),
         }
