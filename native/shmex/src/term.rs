@@ -1,5 +1,7 @@
 //! `%Shmex{}` terms: decoding them into [`Shm`]s, encoding results and errors.
 
+use std::fmt;
+
 use rustler::{Atom, Encoder, Env, NifException, Resource, ResourceArc, Term};
 
 use crate::error::Error;
@@ -97,11 +99,8 @@ impl<'a> ShmexTerm<'a> {
         }
         let name_term = field(atoms::name())?;
         let guard_term = field(atoms::guard())?;
-        let count = |key: Atom, name: &str| {
-            field(key)?.decode().map_err(|_| {
-                ArgumentError::new(format!("{argument}.{name} must be a non-negative integer"))
-            })
-        };
+        let count =
+            |key: Atom, name: &str| decode_size(field(key)?, format_args!("{argument}.{name}"));
         let claim = Claim {
             size: count(atoms::size(), "size")?,
             capacity: count(atoms::capacity(), "capacity")?,
@@ -202,8 +201,9 @@ fn decode_name(term: Term, argument: &str) -> Result<Option<ShmName>, ArgumentEr
         .ok_or_else(|| ArgumentError::new(format!("{argument}.name contains a NUL byte")))
 }
 
-/// Decodes a byte count: a non-negative integer below 2^64.
-pub fn decode_size(term: Term, argument: &str) -> Result<u64, ArgumentError> {
+/// Decodes a byte count: a non-negative integer below 2^64. The argument's
+/// name is only formatted for an error.
+pub fn decode_size(term: Term, argument: impl fmt::Display) -> Result<u64, ArgumentError> {
     term.decode()
         .map_err(|_| ArgumentError::new(format!("{argument} must be a non-negative integer")))
 }
