@@ -113,7 +113,7 @@ defmodule Shmex.Bench do
     :erlang.garbage_collect()
 
     case Shmex.Native.Nif.stats() do
-      %{pending_removal: 0} -> :ok
+      %{background_jobs: 0} -> :ok
       _ -> Process.sleep(10) && settle()
     end
   end

@@ -24,13 +24,28 @@ defmodule Shmex.Native do
   that is not a binary, a name with a NUL byte) raise `ArgumentError` naming
   the argument, and so does a struct with `name: nil` anywhere but `allocate/1`.
 
+  ## Segments shared by several structs
+
+  A segment is whatever its name leads to when a call starts, as in Shmex
+  0.5.1: `"/x"`, `"x"` and `"//x"` are one segment, and once another OS
+  process removes the name, calls fail with `{:enoent, :shm_open}` (or reach
+  the new segment it put under that name), through the guard or not.
+
+  Calls on one segment in this VM, through any struct naming it, take turns:
+  those that change it (`write/2`, `set_capacity/2`, `append/2` on its
+  target, `trim/1,2`) run alone, those that only read it (`read/1,2`,
+  `split_at/2`, `append/2` on its source) run together. A call that must
+  wait for another does not hold a scheduler meanwhile: the calling process
+  waits for a message, and the call then runs.
+
   ## Scheduling
 
   A call runs on a normal scheduler when its work is estimated at no more
   than about a millisecond, and on a dirty CPU scheduler otherwise, so that
   large copies never hold a normal scheduler. The estimate knows what the
-  segment will cost: a copy through a mapping runs at ~20 GB/s, but pages
-  written for the first time cost several times more (see README).
+  work will cost: a copy through a mapping runs at ~20 GB/s, but pages
+  written for the first time, and a large result binary, cost several times
+  more (see the README).
   """
 
   alias Shmex.Native.Nif
@@ -52,9 +67,10 @@ defmodule Shmex.Native do
 
   The segment gets `shm.capacity` zero bytes and is readable and writable by
   this OS user only. Its name is `shm.name`, or a fresh name (`"/shmex-…"`,
-  31 bytes, unique on this host) when that is `nil`. The returned struct holds
-  the guard: when the BEAM collects it, the segment is unlinked, and it
-  disappears once no OS process has it mapped.
+  31 bytes, unique on this host) when that is `nil`. The returned struct is
+  `shm` with that name and the guard (other fields, and any extra keys, are
+  kept): when the BEAM collects the guard, the name is unlinked at once, and
+  the segment disappears once no OS process has it open or mapped.
 
   Pages are only reserved when data is written, so a large capacity costs
   nothing until used.
@@ -74,15 +90,16 @@ defmodule Shmex.Native do
   Adds a guard to a struct whose segment was made by other code (a NIF, or
   another OS process) and has no guard of this library.
 
-  The segment is opened to check it exists and that the struct fits it. From
-  then on collecting the struct unlinks the segment. A guard of another
-  library in the `guard` field is replaced.
+  Any existing segment is accepted, as in 0.5.1: the struct's claims are
+  checked when the segment is used. From then on collecting the struct
+  unlinks the segment (unless by then its name leads to another segment,
+  which is not ours to remove). A guard of another library in the `guard`
+  field is replaced.
 
   ## Errors
 
     * `:already_guarded` - the struct holds a guard of this library
     * `{:enoent, :shm_open}` - there is no such segment (on this host)
-    * `:invalid_payload` - the struct does not fit the segment
   """
   @spec add_guard(Shmex.t()) :: {:ok, Shmex.t()} | {:error, :already_guarded | segment_error()}
   def add_guard(shm), do: Nif.add_guard(shm)
@@ -102,7 +119,7 @@ defmodule Shmex.Native do
   @spec set_capacity(Shmex.t(), capacity :: non_neg_integer()) ::
           {:ok, Shmex.t()} | {:error, segment_error()}
   def set_capacity(shm, capacity) do
-    with :reschedule <- Nif.set_capacity(shm, capacity), do: Nif.set_capacity_dirty(shm, capacity)
+    run(:set_capacity, [shm, capacity])
   end
 
   @doc """
@@ -133,7 +150,7 @@ defmodule Shmex.Native do
   @spec read(Shmex.t(), read_size :: non_neg_integer()) ::
           {:ok, binary()} | {:error, :invalid_read_size | segment_error()}
   def read(shm, read_size) do
-    with :reschedule <- Nif.read(shm, read_size), do: Nif.read_dirty(shm, read_size)
+    run(:read, [shm, read_size])
   end
 
   @doc """
@@ -150,7 +167,7 @@ defmodule Shmex.Native do
   """
   @spec write(Shmex.t(), data :: binary()) :: {:ok, Shmex.t()} | {:error, segment_error()}
   def write(shm, data) do
-    with :reschedule <- Nif.write(shm, data), do: Nif.write_dirty(shm, data)
+    run(:write, [shm, data])
   end
 
   @doc """
@@ -170,7 +187,7 @@ defmodule Shmex.Native do
   @spec split_at(Shmex.t(), position :: non_neg_integer()) ::
           {:ok, {Shmex.t(), Shmex.t()}} | {:error, :invalid_position | segment_error()}
   def split_at(shm, position) do
-    with :reschedule <- Nif.split_at(shm, position), do: Nif.split_at_dirty(shm, position)
+    run(:split_at, [shm, position])
   end
 
   @doc """
@@ -188,7 +205,7 @@ defmodule Shmex.Native do
   @spec append(target :: Shmex.t(), source :: Shmex.t()) ::
           {:ok, Shmex.t()} | {:error, segment_error()}
   def append(target, source) do
-    with :reschedule <- Nif.append(target, source), do: Nif.append_dirty(target, source)
+    run(:append, [target, source])
   end
 
   @doc """
@@ -225,6 +242,28 @@ defmodule Shmex.Native do
   @spec trim(Shmex.t(), bytes :: non_neg_integer()) ::
           {:ok, Shmex.t()} | {:error, :invalid_trim_size | segment_error()}
   def trim(shm, bytes) do
-    with :reschedule <- Nif.trim(shm, bytes), do: Nif.trim_dirty(shm, bytes)
+    run(:trim, [shm, bytes])
+  end
+
+  # Runs a scheduled NIF call: again on a dirty scheduler when it would hold
+  # a normal one too long, and again once the segment it waits for is free.
+  defp run(call, args) do
+    {normal, dirty} = Nif.scheduled(call)
+
+    result =
+      case apply(normal, args) do
+        :reschedule -> apply(dirty, args)
+        result -> result
+      end
+
+    case result do
+      {:wait, token} ->
+        receive do
+          {:shmex_segment_free, ^token} -> run(call, args)
+        end
+
+      result ->
+        result
+    end
   end
 end

@@ -16,8 +16,7 @@ defmodule Shmex.ClaimsTest do
       append_to: &Native.append(&1, Shmex.new("x")),
       append_from: &Native.append(Shmex.new("x"), &1),
       trim: &Native.trim/1,
-      trim_front: &Native.trim(&1, 1),
-      add_guard: &Native.add_guard(%{&1 | guard: nil})
+      trim_front: &Native.trim(&1, 1)
     ]
   end
 
@@ -83,8 +82,17 @@ defmodule Shmex.ClaimsTest do
     assert Native.read(%{huge | guard: nil}) == {:error, {:enomem, :mmap}}
   end
 
+  test "add_guard/1 takes any existing segment; the claims are checked when it is used" do
+    shm = Shmex.new("abcd")
+    forged = %{shm | guard: nil, size: 9, capacity: 8}
+    assert {:ok, guarded} = Native.add_guard(forged)
+    assert {guarded.size, guarded.capacity} == {9, 8}
+    assert Native.read(guarded) == {:error, :invalid_payload}
+    Shmex.ensure_not_gc(shm)
+  end
+
   test "a struct without a segment must be allocated first" do
-    for {_name, call} <- calls_that_check() do
+    for {_name, call} <- [add_guard: &Native.add_guard/1] ++ calls_that_check() do
       assert_raise ArgumentError, ~r/allocate it first/, fn -> call.(%Shmex{}) end
     end
 
@@ -94,7 +102,8 @@ defmodule Shmex.ClaimsTest do
   test "a struct from another host names no segment here" do
     elsewhere = %Shmex{name: Segments.unique_name(), guard: make_ref(), size: 1, capacity: 1}
 
-    for {call_name, call} <- calls_that_check() do
+    for {call_name, call} <-
+          [add_guard: &Native.add_guard(%{&1 | guard: nil})] ++ calls_that_check() do
       assert {call_name, call.(elsewhere)} == {call_name, {:error, {:enoent, :shm_open}}}
     end
 

@@ -42,9 +42,10 @@ defmodule Shmex.NativeTest do
 
     test "uses the name it is given, and refuses to reuse it" do
       name = Segments.unique_name()
-      assert {:ok, %Shmex{name: ^name}} = Native.allocate(%Shmex{name: name, capacity: 10})
+      assert {:ok, %Shmex{name: ^name} = shm} = Native.allocate(%Shmex{name: name, capacity: 10})
       assert Segments.exists?(name)
       assert Native.allocate(%Shmex{name: name}) == {:error, {:eexist, :shm_open}}
+      Shmex.ensure_not_gc(shm)
     end
 
     test "keeps the struct's size, as 0.5.1 does" do
@@ -107,9 +108,14 @@ defmodule Shmex.NativeTest do
       assert Native.add_guard(missing) == {:error, {:enoent, :shm_open}}
     end
 
-    test "refuses a struct that does not fit its segment" do
-      shm = allocate!(10)
-      assert Native.add_guard(%{shm | guard: nil, capacity: 11}) == {:error, :invalid_payload}
+    test "accepts any existing segment: claims are checked when it is used, as in 0.5.1" do
+      name = Segments.unique_name()
+      File.touch!(Segments.path(name))
+      # An empty file, and a struct claiming 4096 bytes of it.
+      assert {:ok, guarded} = Native.add_guard(%Shmex{name: name})
+      assert guarded.capacity == 4096 and is_reference(guarded.guard)
+      assert Native.read(%{guarded | size: 1}) == {:error, :invalid_payload}
+      assert {:ok, %Shmex{size: 2}} = Native.write(guarded, "ok")
     end
   end
 

@@ -1,47 +1,75 @@
 defmodule Shmex.Test.NativeBuild do
   @moduledoc false
   # Builds the native clients the tests drive (a Rust NIF on the shmex crate,
-  # a C NIF on the C ABI) and loads them. Each is loaded from a copy in a
-  # fresh directory: a library must not be replaced while a VM has it loaded.
+  # C code on the installed C API) and stages them for loading. Every path is
+  # unique to this OS process and removed when the VM exits: two suites may
+  # run at once, and a library must not be replaced while a VM has it loaded.
 
   @root Path.expand("../..", __DIR__)
 
   @doc "Builds a workspace crate with cargo; the path of its library."
-  def cargo_build!(package) do
-    run!("cargo", ["build", "--release", "--quiet", "--package", package])
-    target = System.get_env("CARGO_TARGET_DIR") || Path.join(@root, "target")
-    Path.join([target, "release", "lib#{package}.so"])
+  def cargo_library!(package) do
+    [package]
+    |> Shmex.Mix.Cargo.build!(root: @root, label: package)
+    |> Shmex.Mix.Cargo.library!(package, ".so")
   end
 
   @doc """
-  Compiles the C NIF `source` against the C API that `mix compile` installed
-  in priv/native, linked with its static library; the library's path.
+  Compiles the C NIF `source` against the C API that `mix compile`
+  installed, linked with its archive; the library's path.
   """
   def gcc_nif!(source) do
-    priv = Path.join(@root, "priv/native")
-    erts = Path.join(:code.root_dir(), "erts-#{:erlang.system_info(:version)}/include")
-    output = Path.join(System.tmp_dir!(), "shmex-c-#{System.unique_integer([:positive])}.so")
+    output = Path.join(scratch_dir(), Path.basename(source, ".c") <> ".so")
+    flags = ~w(-std=c11 -Wall -Wextra -Werror -O2 -fPIC -shared)
 
     run!(
       "gcc",
-      [
-        ~w(-std=c11 -Wall -Wextra -Werror -O2 -fPIC -shared),
-        ["-I", erts, "-I", Path.join(priv, "include"), Path.join(@root, source)],
-        [Path.join(priv, "libshmex.a"), "-lpthread", "-ldl", "-lm", "-o", output]
-      ]
-      |> List.flatten()
+      flags ++
+        split(Shmex.Build.cflags(:nif)) ++
+        [source, "-o", output] ++
+        split(Shmex.Build.ldflags(:nif))
     )
 
     output
   end
 
-  @doc "Copies `library` to a fresh directory as `name.so`; the path without `.so`."
+  @doc "Copies `library` into this run's scratch directory as `name.so`; the path without `.so`."
   def stage!(library, name) do
-    dir = Path.join(System.tmp_dir!(), "shmex-test-#{System.unique_integer([:positive])}")
-    File.mkdir_p!(dir)
-    File.cp!(library, Path.join(dir, "#{name}.so"))
-    Path.join(dir, name)
+    target = Path.join(scratch_dir(), "#{name}.so")
+    unless library == target, do: File.cp!(library, target)
+    Path.join(scratch_dir(), name)
   end
+
+  @doc """
+  A directory unique to this OS process (made with mkdtemp semantics:
+  created exclusively), removed when the VM exits.
+  """
+  def scratch_dir do
+    case :persistent_term.get({__MODULE__, :scratch}, nil) do
+      nil ->
+        dir = make_unique_dir()
+        :persistent_term.put({__MODULE__, :scratch}, dir)
+        System.at_exit(fn _status -> File.rm_rf(dir) end)
+        dir
+
+      dir ->
+        dir
+    end
+  end
+
+  defp make_unique_dir do
+    base = Path.join(System.tmp_dir!(), "shmex-test-#{System.pid()}-")
+    suffix = :rand.bytes(6) |> Base.url_encode64(padding: false)
+    dir = base <> suffix
+
+    case File.mkdir(dir) do
+      :ok -> dir
+      {:error, :eexist} -> make_unique_dir()
+      {:error, reason} -> raise "cannot create #{dir}: #{:file.format_error(reason)}"
+    end
+  end
+
+  defp split(flags), do: String.split(flags, " ", trim: true)
 
   @doc "Runs a command in the project's root; raises with its output if it fails."
   def run!(command, args) do

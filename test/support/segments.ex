@@ -13,9 +13,28 @@ defmodule Shmex.Test.Segments do
   @doc "The segment's real size in bytes."
   def real_size(shm_or_name), do: File.stat!(path(shm_or_name)).size
 
-  @doc "A name no test has used, at most 31 bytes."
+  @doc """
+  A name no test has used, unique across OS processes: it starts like the
+  names this OS process generates (`/shmex-` and its pid in base 36), so
+  that `held/0` counts it among this process's segments.
+  """
   def unique_name do
-    "/shmex-t#{System.unique_integer([:positive])}-#{System.pid()}"
+    "/" <> own_prefix() <> "t#{System.unique_integer([:positive])}"
+  end
+
+  @doc "The segment names in /dev/shm that the OS process `os_pid` made."
+  def names_of(os_pid) do
+    prefix = prefix_of(os_pid)
+    "/dev/shm" |> File.ls!() |> Enum.filter(&String.starts_with?(&1, prefix))
+  end
+
+  # What every segment name an OS process makes starts with in /dev/shm:
+  # generated names carry the pid in their first five base-36 digits.
+  defp own_prefix, do: prefix_of(System.pid())
+
+  defp prefix_of(os_pid) do
+    pid = os_pid |> String.to_integer() |> Integer.to_string(36) |> String.downcase()
+    "shmex-" <> String.pad_leading(pid, 5, "0")
   end
 
   @doc "Runs `fun` in a process that then exits, so nothing it made stays referenced."
@@ -43,10 +62,11 @@ defmodule Shmex.Test.Segments do
   end
 
   @doc """
-  What this OS process holds of shared memory: segment names in /dev/shm,
-  descriptors open on them, and mappings of them. Empty segments the library
-  made ahead of time are not counted; it waits until the library has removed
-  the segments already collected, and until two looks agree.
+  What this OS process holds of shared memory: the segment names in
+  /dev/shm that it made (other VMs may be using /dev/shm meanwhile),
+  descriptors open on segments, and mappings of them. It waits until the
+  library's background thread has closed what it was handed, and until two
+  looks agree.
   """
   def held do
     first = measure_held()
@@ -55,12 +75,12 @@ defmodule Shmex.Test.Segments do
   end
 
   defp measure_held do
-    stats = settled_stats()
+    settle()
 
     %{
-      names: count_names() - stats.ready,
-      descriptors: count_descriptors(&String.starts_with?(&1, "/dev/shm/")) - stats.ready,
-      all_descriptors: count_descriptors(fn _ -> true end) - stats.ready,
+      names: count_names(),
+      descriptors: count_descriptors(&String.starts_with?(&1, "/dev/shm/")),
+      all_descriptors: count_descriptors(fn _ -> true end),
       mappings:
         "/proc/self/maps"
         |> File.read!()
@@ -69,18 +89,21 @@ defmodule Shmex.Test.Segments do
     }
   end
 
-  defp settled_stats do
+  defp settle do
     case Shmex.Native.Nif.stats() do
-      %{pending_removal: 0} = stats ->
-        stats
+      %{background_jobs: 0} ->
+        :ok
 
       _busy ->
         Process.sleep(5)
-        settled_stats()
+        settle()
     end
   end
 
-  defp count_names, do: "/dev/shm" |> File.ls!() |> Enum.count(&String.starts_with?(&1, "shmex-"))
+  defp count_names do
+    prefix = own_prefix()
+    "/dev/shm" |> File.ls!() |> Enum.count(&String.starts_with?(&1, prefix))
+  end
 
   defp count_descriptors(filter) do
     "/proc/self/fd"

@@ -17,4 +17,6 @@ defmodule ShmexCClient.Nif do
   def generate_name, do: :erlang.nif_error(:nif_not_loaded)
   def error_term(_code), do: :erlang.nif_error(:nif_not_loaded)
   def result_name(_code), do: :erlang.nif_error(:nif_not_loaded)
+  def allocate_named(_name, _capacity), do: :erlang.nif_error(:nif_not_loaded)
+  def unguarded_sigbus, do: :erlang.nif_error(:nif_not_loaded)
 end

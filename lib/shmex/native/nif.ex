@@ -1,10 +1,23 @@
 defmodule Shmex.Native.Nif do
   @moduledoc false
   # Stubs replaced by the Rust NIF library (native/shmex_nif) when it loads.
-  # The `_dirty` twins run on a dirty CPU scheduler; `Shmex.Native` picks them
-  # for large copies.
+  #
+  # The calls that copy or free data come twice: on a normal scheduler, where
+  # they answer `:reschedule` for work estimated at over a millisecond, and
+  # as `_dirty` twins on a dirty CPU scheduler. Any of them may answer
+  # `{:wait, token}` when the segment is busy. `Shmex.Native.run/2` handles
+  # both; `scheduled/1` gives it the twins.
 
   @on_load :load
+
+  @scheduled [
+    set_capacity: [:shm, :capacity],
+    read: [:shm, :read_size],
+    write: [:shm, :data],
+    split_at: [:shm, :position],
+    append: [:target, :source],
+    trim: [:shm, :bytes]
+  ]
 
   def load do
     :shmex
@@ -17,16 +30,19 @@ defmodule Shmex.Native.Nif do
   def add_guard(_shm), do: :erlang.nif_error(:nif_not_loaded)
   def ensure_not_gc(_shm), do: :erlang.nif_error(:nif_not_loaded)
   def stats, do: :erlang.nif_error(:nif_not_loaded)
-  def set_capacity(_shm, _capacity), do: :erlang.nif_error(:nif_not_loaded)
-  def set_capacity_dirty(_shm, _capacity), do: :erlang.nif_error(:nif_not_loaded)
-  def read(_shm, _read_size), do: :erlang.nif_error(:nif_not_loaded)
-  def read_dirty(_shm, _read_size), do: :erlang.nif_error(:nif_not_loaded)
-  def write(_shm, _data), do: :erlang.nif_error(:nif_not_loaded)
-  def write_dirty(_shm, _data), do: :erlang.nif_error(:nif_not_loaded)
-  def split_at(_shm, _position), do: :erlang.nif_error(:nif_not_loaded)
-  def split_at_dirty(_shm, _position), do: :erlang.nif_error(:nif_not_loaded)
-  def append(_target, _source), do: :erlang.nif_error(:nif_not_loaded)
-  def append_dirty(_target, _source), do: :erlang.nif_error(:nif_not_loaded)
-  def trim(_shm, _bytes), do: :erlang.nif_error(:nif_not_loaded)
-  def trim_dirty(_shm, _bytes), do: :erlang.nif_error(:nif_not_loaded)
+
+  for {name, args} <- @scheduled do
+    unused = Enum.map(args, &Macro.var(:"_#{&1}", __MODULE__))
+    dirty = :"#{name}_dirty"
+    arity = length(args)
+
+    def unquote(name)(unquote_splicing(unused)), do: :erlang.nif_error(:nif_not_loaded)
+    def unquote(dirty)(unquote_splicing(unused)), do: :erlang.nif_error(:nif_not_loaded)
+
+    # The call on a normal scheduler and on a dirty one.
+    def scheduled(unquote(name)),
+      do:
+        {&(__MODULE__.unquote(name) / unquote(arity)),
+         &(__MODULE__.unquote(dirty) / unquote(arity))}
+  end
 end

@@ -1,16 +1,20 @@
 //! The one error type of the crate. Each variant encodes to exactly one of the
 //! error reasons Shmex 0.5.1 callers already match on (see `term.rs`).
+//!
+//! Owns the error values; knows nothing of terms.
 
 use nix::errno::Errno;
 
-/// The system call an OS error is reported against.
+/// Which of Shmex 0.5.1's three error categories an OS error falls in: the
+/// second half of `{:error, {posix, syscall}}`.
 ///
-/// Shmex 0.5.1 reports every failure as one of three calls; callers match on
-/// them, so the set stays closed. The calls this crate makes besides those are
-/// reported against the one whose job they share: `lseek`/`fstat` against
-/// [`ShmOpen`](Syscall::ShmOpen) (finding out the segment's size),
-/// `posix_fallocate` against [`Ftruncate`](Syscall::Ftruncate) (giving the
-/// segment its size) and `mremap` against [`Mmap`](Syscall::Mmap).
+/// It names the system call 0.5.1 made for that step, not necessarily the
+/// one that failed here: callers match on these three atoms, so the set
+/// stays closed, and the calls this crate makes besides are reported against
+/// the step they belong to. [`ShmOpen`](Syscall::ShmOpen): opening, creating
+/// or inspecting the segment (`openat`, `fstat`); [`Ftruncate`](Syscall::Ftruncate):
+/// sizing it or reserving or writing its pages (`posix_fallocate`, `pwrite`);
+/// [`Mmap`](Syscall::Mmap): mapping it or reading its pages (`pread`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Syscall {
     ShmOpen,
@@ -51,11 +55,6 @@ pub enum Error {
     /// `add_guard/1` on a struct this library already guards: `{:error, :already_guarded}`.
     #[error("the segment already has a guard")]
     AlreadyGuarded,
-    /// The call would take longer than its time limit (see
-    /// [`Shm::time_limit`](crate::Shm::time_limit)); nothing was changed.
-    /// The NIF turns it into a retry on a dirty scheduler.
-    #[error("the call would hold a normal scheduler too long")]
-    Reschedule,
 }
 
 impl Error {
@@ -69,7 +68,6 @@ impl Error {
             Error::InvalidPosition => "invalid_position".into(),
             Error::InvalidTrimSize => "invalid_trim_size".into(),
             Error::AlreadyGuarded => "already_guarded".into(),
-            Error::Reschedule => "reschedule".into(),
         }
     }
 }

@@ -1,41 +1,46 @@
-//! The guard: ties a segment's life to the BEAM's garbage collector, and keeps
-//! the segment open and mapped between calls while it lives.
+//! The guard: ties a segment's name to the BEAM's garbage collector. When the
+//! last reference to it goes, the segment's name is unlinked at once, as in
+//! Shmex 0.5.1, so that the name is free again as soon as its owner is gone.
+//!
+//! Owns the unlinking; the segment's turns and what is kept open of it are
+//! its entry's ([`crate::registry`]).
 
-use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
+use std::sync::Arc;
+use std::time::Duration;
 
-use crate::budget::Slot;
-use crate::error::{Error, Result};
-use crate::janitor;
+use crate::background;
+use crate::cost::Cost;
 use crate::name::ShmName;
+use crate::registry::{self, Entry};
 use crate::segment::Segment;
-use crate::shm::{Claim, Shm};
+use crate::sys::{self, Identity};
 
-/// Owns a segment's name: dropping the guard unlinks the segment.
+/// Segments whose pages take longer than this to free are let go of in the
+/// background after their name is unlinked.
+const FREE_HERE: Duration = Duration::from_micros(50);
+
+/// Owns a segment's name: dropping the guard unlinks it, unless the name
+/// leads to another segment by then (someone else removed ours and made a
+/// new one under its name: that one is theirs).
 ///
-/// A guarded segment is normally only reached through its guard, so the guard
-/// keeps the segment's descriptor and mapping for the next call (as long as a
-/// [`Slot`] is free), and calls on one guard are serialized by its lock.
+/// While a guard lives, calls on its segment may keep it open between them.
 #[derive(Debug)]
 pub struct Guard {
     name: ShmName,
-    kept: Mutex<Option<Kept>>,
-}
-
-/// A segment a guard keeps open, with the budget slot that allows it.
-#[derive(Debug)]
-pub(crate) struct Kept {
-    segment: Segment,
-    _slot: Slot,
+    identity: Identity,
+    entry: Arc<Entry>,
 }
 
 impl Guard {
-    /// Guards the segment `name`; `segment`, when given, is that segment
-    /// opened already, to be kept if a slot is free.
-    pub fn new(name: ShmName, segment: Option<Segment>) -> Guard {
-        let kept = segment.and_then(Kept::new);
+    /// Guards `segment`, just made or opened under `name`.
+    pub(crate) fn new(name: ShmName, segment: &Segment<'_>) -> Guard {
+        let entry = registry::entry(&name);
+        entry.count_guard(true);
+        entry.keep(segment.to_keep());
         Guard {
             name,
-            kept: Mutex::new(kept),
+            identity: segment.identity(),
+            entry,
         }
     }
 
@@ -44,152 +49,72 @@ impl Guard {
         &self.name
     }
 
-    /// A struct for this guard's segment, claiming `claim`: to work on a
-    /// segment just allocated.
-    pub fn shm(&self, claim: Claim) -> Shm<'_> {
-        Shm {
-            name: self.name.clone(),
-            guard: Some(self),
-            claim,
-            time_limit: None,
-        }
-    }
-
-    /// Runs `f` on the segment, which the guard keeps open if it can. No other
-    /// call through this guard runs meanwhile: this waits for the one running.
-    pub fn with_segment<R>(&self, f: impl FnOnce(&mut Segment) -> Result<R>) -> Result<R> {
-        self.run(self.lock(), f)
-    }
-
-    /// As [`with_segment`](Self::with_segment), but if another call through
-    /// this guard is running, returns [`Error::Reschedule`] at once instead of
-    /// waiting: a normal scheduler must not wait for a dirty one's long copy.
-    pub fn try_with_segment<R>(&self, f: impl FnOnce(&mut Segment) -> Result<R>) -> Result<R> {
-        match self.kept.try_lock() {
-            Ok(kept) => self.run(kept, f),
-            Err(TryLockError::Poisoned(poisoned)) => self.run(poisoned.into_inner(), f),
-            Err(TryLockError::WouldBlock) => Err(Error::Reschedule),
-        }
-    }
-
-    fn run<R>(
-        &self,
-        mut kept: MutexGuard<'_, Option<Kept>>,
-        f: impl FnOnce(&mut Segment) -> Result<R>,
-    ) -> Result<R> {
-        if let Some(kept) = kept.as_mut() {
-            kept.segment.refresh()?;
-            return f(&mut kept.segment);
-        }
-        let mut segment = Segment::open(&self.name)?;
-        let result = f(&mut segment);
-        *kept = Kept::new(segment);
-        result
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Option<Kept>> {
-        // The data is a cache: a panic elsewhere cannot leave it inconsistent.
-        self.kept.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-impl Kept {
-    fn new(mut segment: Segment) -> Option<Kept> {
-        let slot = Slot::acquire()?;
-        segment.expect_reuse();
-        Some(Kept {
-            segment,
-            _slot: slot,
-        })
+    /// The guarded segment's entry.
+    pub(crate) fn entry(&self) -> &Arc<Entry> {
+        &self.entry
     }
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        let kept = self
-            .kept
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        janitor::discard(self.name.clone(), kept);
+        self.entry.count_guard(false);
+        let Ok(status) = sys::status_of_name(&self.name) else {
+            return; // gone already
+        };
+        if status.identity != self.identity {
+            return;
+        }
+        // Unlinking the last link of a segment nobody has open frees its
+        // pages right here. When that takes long, hold it open meanwhile and
+        // let go of it in the background.
+        let slow = !Cost::free_pages(status.allocated).within(FREE_HERE);
+        let held = (slow && !self.entry.keeps_open())
+            .then(|| sys::open(&self.name).ok())
+            .flatten();
+        sys::unlink(&self.name);
+        if let Some(held) = held {
+            background::run_or_here(Box::new(move || drop(held)));
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::segment;
-    use nix::errno::Errno;
 
     fn exists(name: &ShmName) -> bool {
-        Segment::open(name).is_ok()
-    }
-
-    /// Whether `name` is gone within a second: the janitor unlinks it.
-    fn vanishes(name: &ShmName) -> bool {
-        (0..1000).any(|_| {
-            std::thread::sleep(std::time::Duration::from_millis(1));
-            !exists(name)
-        })
+        sys::status_of_name(name).is_ok()
     }
 
     #[test]
-    fn dropping_the_guard_unlinks_the_segment() {
+    fn dropping_the_guard_unlinks_the_segment_at_once() {
         let (name, segment) = Segment::create_unique(10).unwrap();
-        let guard = Guard::new(name.clone(), Some(segment));
+        let guard = Guard::new(name.clone(), &segment);
         assert!(exists(&name));
         drop(guard);
-        assert!(vanishes(&name));
+        assert!(!exists(&name));
     }
 
     #[test]
-    fn a_guard_reopens_its_segment_when_it_keeps_none() {
-        let (name, mut segment) = Segment::create_unique(5).unwrap();
-        segment.write(0, b"hello").unwrap();
-        let guard = Guard::new(name, None);
-        let mut data = [0; 5];
-        guard
-            .with_segment(|segment| segment.read(0, &mut data))
-            .unwrap();
-        assert_eq!(&data, b"hello");
+    fn a_guard_does_not_unlink_a_segment_that_replaced_its_own() {
+        let (name, segment) = Segment::create_unique(10).unwrap();
+        let guard = Guard::new(name.clone(), &segment);
+        drop(segment);
+        sys::unlink(&name);
+        let theirs = Segment::create(&name, 5).unwrap();
+        drop(guard);
+        assert!(exists(&name));
+        assert_eq!(sys::status_of_name(&name).unwrap().identity, theirs.identity());
+        sys::unlink(&name);
     }
 
     #[test]
-    fn a_kept_segment_sees_resizes_made_elsewhere() {
-        let (name, segment) = Segment::create_unique(100).unwrap();
-        let guard = Guard::new(name.clone(), Some(segment));
-        Segment::open(&name).unwrap().resize(7).unwrap();
-        assert_eq!(guard.with_segment(|segment| Ok(segment.len())).unwrap(), 7);
-    }
-
-    #[test]
-    fn trying_a_busy_guard_asks_to_reschedule_instead_of_waiting() {
-        let (name, segment) = Segment::create_unique(1).unwrap();
-        let guard = Guard::new(name, Some(segment));
-        let (started, finish) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
-        std::thread::scope(|scope| {
-            scope.spawn(|| {
-                guard.with_segment(|_| {
-                    started.wait();
-                    finish.wait();
-                    Ok(())
-                })
-            });
-            started.wait();
-            assert_eq!(guard.try_with_segment(|_| Ok(())), Err(Error::Reschedule));
-            finish.wait();
-        });
-        assert_eq!(guard.try_with_segment(|segment| Ok(segment.len())), Ok(1));
-    }
-
-    #[test]
-    fn a_guard_of_a_vanished_segment_reports_enoent() {
-        let (name, _) = Segment::create_unique(1).unwrap();
-        segment::unlink(&name);
-        let guard = Guard::new(name, None);
-        assert_eq!(
-            guard.with_segment(|_| Ok(())).unwrap_err(),
-            Error::Os(Errno::ENOENT, crate::Syscall::ShmOpen)
-        );
+    fn a_large_segment_is_unlinked_too() {
+        let (name, segment) = Segment::create_unique(64 << 20).unwrap();
+        segment.reserve(0, 64 << 20).unwrap();
+        let guard = Guard::new(name.clone(), &segment);
+        drop(segment);
+        drop(guard);
+        assert!(!exists(&name));
     }
 }

@@ -3,21 +3,25 @@
 //! what other Rustler NIFs use to work on `%Shmex{}` structs.
 //!
 //! - [`ShmexTerm`]: a `%Shmex{}` term, decoded; [`guarded_struct`] makes one.
-//! - [`Shm`]: a decoded struct and the operations of `Shmex.Native`, plus
-//!   [`Shm::data`] and [`Shm::data_mut`] to work on the data in place.
-//! - [`Guard`]: the NIF resource that unlinks a segment when the BEAM collects
-//!   it, and keeps the segment open and mapped between calls.
-//! - [`Segment`]: an open segment, checked so that touching it cannot raise
-//!   SIGBUS (every `unsafe` of the crate lives in its module).
+//! - [`Shm`]: a decoded struct and the operations of `Shmex.Native`: copies
+//!   in and out, and [`Shm::data`] and [`Shm::data_mut`] to work on the data
+//!   in place.
+//! - [`Guard`]: the NIF resource whose collection unlinks a segment.
+//!
+//! Everything that deals with the VM needs the `nif` feature, on by default;
+//! without it the crate is the segments alone (C nodes use it so).
+//!
+//! Nothing here can crash the process: a struct's claims are checked against
+//! the real segment before its bytes are touched, and a segment shrunk under
+//! a copy by another OS process is an error, not SIGBUS.
 //!
 //! # In a NIF
 //!
-//! A struct's `size` and `capacity` are checked against the real segment
-//! before its data is handed out, as `Shmex.Native` does; errors convert into
-//! `{:error, reason}` (or, for malformed arguments, an `ArgumentError`) with
-//! `?`. The NIF library must register the guard type by calling [`load`]
-//! from its `load` callback. `native/shmex_example` is this example, built
-//! and exercised by the ExUnit suite.
+//! Errors convert into `{:error, reason}` (or, for malformed arguments, an
+//! `ArgumentError`) with `?`. The guard resource type is registered by
+//! `rustler::init!` with the NIF library's other resources: nothing to call.
+//! `native/shmex_example` is this example, built and exercised by the ExUnit
+//! suite.
 //!
 //! ```no_run
 //! use rustler::{Env, NifResult, Term};
@@ -27,22 +31,20 @@
 //! #[rustler::nif(schedule = "DirtyCpu")]
 //! fn checksum(shm: Term) -> NifResult<u64> {
 //!     let shm = ShmexTerm::decode(shm, "shm")?;
-//!     Ok(shm.shm("shm")?.data(|data| data.iter().map(|&b| u64::from(b)).sum())?)
+//!     // SAFETY: callers hand this NIF segments nothing else writes to.
+//!     let sum = unsafe { shm.shm("shm")?.data(|data| data.iter().map(|&b| u64::from(b)).sum()) };
+//!     Ok(sum?)
 //! }
 //!
 //! /// A new guarded segment holding `len` copies of `byte`, as a `%Shmex{}`.
 //! #[rustler::nif]
 //! fn filled(env: Env, len: u64, byte: u8) -> NifResult<Term> {
 //!     let guard = Shm::allocate(None, Claim::full(len))?;
-//!     guard.shm(Claim::full(len)).data_mut(|data| data.fill(byte))?;
+//!     Shm::of_guard(&guard, Claim::full(0)).write(&vec![byte; len as usize])?;
 //!     Ok(shmex::guarded_struct(env, guard, Claim::full(len)))
 //! }
 //!
-//! fn load(env: Env, _info: Term) -> bool {
-//!     shmex::load(env)
-//! }
-//!
-//! rustler::init!("Elixir.MyNif", load = load);
+//! rustler::init!("Elixir.MyNif");
 //! ```
 //!
 //! The same, without a VM:
@@ -51,39 +53,55 @@
 //! use shmex::{Claim, Shm};
 //!
 //! let guard = Shm::allocate(None, Claim::full(5))?;
-//! guard.shm(Claim::full(5)).data_mut(|data| data.copy_from_slice(b"hello"))?;
-//! let sum = guard.shm(Claim::full(5)).data(|data| data.iter().map(|&b| u32::from(b)).sum::<u32>())?;
+//! let written = Shm::of_guard(&guard, Claim::full(0)).write(b"hello")?;
+//! let shm = Shm::of_guard(&guard, written);
+//! assert_eq!(shm.read(5)?, b"hello");
+//! // SAFETY: nothing else knows this segment.
+//! let sum = unsafe { shm.data(|data| data.iter().map(|&b| u32::from(b)).sum::<u32>())? };
 //! assert_eq!(sum, 532);
 //!
 //! // A struct claiming more than its segment has is refused.
-//! let forged = guard.shm(Claim::full(6));
-//! assert_eq!(forged.data(|data| data.len()), Err(shmex::Error::InvalidPayload));
+//! let forged = Shm::of_guard(&guard, Claim::full(6));
+//! assert_eq!(forged.read(6), Err(shmex::Error::InvalidPayload));
 //! # Ok::<(), shmex::Error>(())
 //! ```
+//!
+//! # Layers
+//!
+//! Each module depends only on those listed before it: `error`, `name`,
+//! `cost`, `sys` (OS calls), `io` (pread/pwrite loops), `mapping` (the one
+//! type with `unsafe`, and its SIGBUS handler), `segment`, `background`,
+//! `budget`, `exclusion` (a segment's lock), `registry` (one entry per
+//! segment), `guard`, `schedule`, `shm` (the operations), `term`, `internal`.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
-pub mod budget;
+mod background;
+mod budget;
 mod cost;
 mod error;
+mod exclusion;
 mod guard;
-pub mod janitor;
+mod io;
+mod mapping;
 mod name;
+mod registry;
+mod schedule;
 mod segment;
 mod shm;
+mod sys;
+#[cfg(feature = "nif")]
 mod term;
 
-pub use cost::Cost;
+#[doc(hidden)]
+pub mod internal;
+
+#[cfg(test)]
+mod test_support;
+
 pub use error::{Error, Result, Syscall};
 pub use guard::Guard;
 pub use name::ShmName;
-pub use segment::{unlink, unmap, Segment};
 pub use shm::{Claim, Shm};
-pub use term::{atoms, decode_size, guarded_struct, ok, struct_term, ArgumentError, ShmexTerm};
-
-/// Registers the guard resource type and starts the janitor thread. A NIF
-/// library using this crate must call it from its `load` callback.
-pub fn load(env: rustler::Env) -> bool {
-    janitor::start();
-    env.register::<Guard>().is_ok()
-}
+#[cfg(feature = "nif")]
+pub use term::{guarded_struct, ArgumentError, ShmexTerm};

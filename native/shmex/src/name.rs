@@ -1,61 +1,84 @@
-//! Segment names: checked ones from callers and generated unique ones.
+//! Segment names: what identifies a segment, and fresh generated names.
+//!
+//! Owns the rules of POSIX shared memory names; knows nothing of the OS
+//! calls that use them (`sys`).
 
-use std::ffi::{CStr, CString};
 use std::fmt;
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
+use nix::errno::Errno;
+
 /// The prefix of every generated name.
 pub const PREFIX: &str = "/shmex-";
 
-/// The longest generated name, in bytes: macOS refuses POSIX shm names over 31.
+/// The length of every generated name, in bytes: macOS refuses POSIX shared
+/// memory names over 31.
 pub const GENERATED_LEN: usize = 31;
 
-/// The longest name a file can have, and so a segment (leading slashes aside).
-const NAME_MAX: usize = 255;
+/// The longest name a segment can have, leading slashes aside: a file name.
+pub const NAME_MAX: usize = 255;
 
-/// Names up to this many bytes (every generated one) are stored inline.
+/// Names longer than this are refused whatever they hold, without reading
+/// them: no path the OS takes is longer.
+const PATH_MAX: usize = 4096;
+
+/// Canonical names up to this many bytes (every generated one) live inline.
 const INLINE: usize = GENERATED_LEN;
 
-/// The name of a POSIX shared memory object, as `shm_open(3)` takes it.
+/// The name of a POSIX shared memory segment.
 ///
-/// Any byte string without NUL bytes is accepted here; the OS has the last
-/// word on the rest (`EINVAL` for an inner slash on Linux), except for the
-/// length (see [`is_too_long`](Self::is_too_long)). A NUL is refused here
-/// because the OS would silently read the name only up to it, and a guard
-/// would later unlink that other segment.
+/// `shm_open(3)` ignores leading slashes, so `"/x"`, `"x"` and `"//x"` name
+/// one segment: a `ShmName` is that segment's canonical name, without them,
+/// and two spellings of one segment's name compare equal.
+///
+/// Names the OS would refuse (empty, `.`, `..`, an inner slash, over 255
+/// bytes) are accepted here and fail with the OS's error when used; a name
+/// over 4096 bytes is refused as too long without being read. Only a NUL
+/// byte makes [`ShmName::new`] fail, as the OS would silently read the name
+/// only up to it (and a guard would later unlink that other segment).
 #[derive(Clone)]
 pub struct ShmName(Repr);
 
-/// Short names, which are most, are decoded on every call: they live inline
-/// rather than in a heap allocation.
 #[derive(Clone)]
 enum Repr {
-    /// The name and a NUL.
-    Inline {
-        len: u8,
-        bytes: [u8; INLINE + 1],
-    },
-    Heap(CString),
+    /// The canonical name and a NUL.
+    Inline { len: u8, bytes: [u8; INLINE + 1] },
+    /// The canonical name and a NUL, when longer.
+    Heap(Box<[u8]>),
+    /// A name the OS refuses with this error whenever it is used.
+    Refused(Errno),
 }
 
 impl ShmName {
-    /// Checks a caller's name; `None` when it contains a NUL byte.
-    pub fn new(bytes: &[u8]) -> Option<ShmName> {
-        if bytes.contains(&0) {
+    /// A caller's name, in any spelling; `None` when it contains a NUL byte.
+    pub fn new(name: &[u8]) -> Option<ShmName> {
+        if name.len() > PATH_MAX {
+            return Some(ShmName(Repr::Refused(Errno::ENAMETOOLONG)));
+        }
+        if name.contains(&0) {
             return None;
         }
-        if bytes.len() > INLINE {
-            return CString::new(bytes)
-                .ok()
-                .map(|name| ShmName(Repr::Heap(name)));
+        let canonical = &name[name.iter().take_while(|&&byte| byte == b'/').count()..];
+        let refusal = match canonical {
+            [] | b"." | b".." => Some(Errno::EINVAL),
+            _ if canonical.len() > NAME_MAX => Some(Errno::ENAMETOOLONG),
+            _ if canonical.contains(&b'/') => Some(Errno::EINVAL),
+            _ => None,
+        };
+        if let Some(errno) = refusal {
+            return Some(ShmName(Repr::Refused(errno)));
         }
-        let mut inline = [0; INLINE + 1];
-        inline[..bytes.len()].copy_from_slice(bytes);
+        if canonical.len() > INLINE {
+            let stored: Vec<u8> = canonical.iter().copied().chain([0]).collect();
+            return Some(ShmName(Repr::Heap(stored.into_boxed_slice())));
+        }
+        let mut bytes = [0; INLINE + 1];
+        bytes[..canonical.len()].copy_from_slice(canonical);
         Some(ShmName(Repr::Inline {
-            len: bytes.len() as u8,
-            bytes: inline,
+            len: canonical.len() as u8,
+            bytes,
         }))
     }
 
@@ -65,8 +88,8 @@ impl ShmName {
     ///
     /// The pid keeps BEAMs on one host apart, the tag keeps apart processes
     /// whose pids coincide (other pid namespaces sharing `/dev/shm`, a reused
-    /// pid), the counter keeps apart names made in one process. Creation still
-    /// uses `O_EXCL` and retries, so even a collision cannot open someone
+    /// pid), the counter keeps apart names made in one process. Segments are
+    /// still created exclusively, so even a collision cannot open someone
     /// else's segment.
     pub fn generate() -> ShmName {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -87,33 +110,42 @@ impl ShmName {
         ShmName::new(name.as_bytes()).unwrap_or_else(|| unreachable!("base-36 digits are not NUL"))
     }
 
-    /// Whether the name is longer than any segment's can be.
-    pub fn is_too_long(&self) -> bool {
-        let bytes = self.as_bytes();
-        let leading_slashes = bytes.iter().take_while(|&&b| b == b'/').count();
-        bytes.len() - leading_slashes > NAME_MAX
-    }
-
-    /// The name as `shm_open(3)` takes it.
-    pub fn as_c_str(&self) -> &CStr {
+    /// The canonical name (no leading slash) and a NUL, or the error the OS
+    /// gives for this name.
+    pub(crate) fn canonical(&self) -> Result<&[u8], Errno> {
         match &self.0 {
-            Repr::Inline { bytes, .. } => CStr::from_bytes_until_nul(bytes).unwrap_or_default(),
-            Repr::Heap(name) => name,
+            Repr::Inline { len, bytes } => Ok(&bytes[..=usize::from(*len)]),
+            Repr::Heap(bytes) => Ok(bytes),
+            Repr::Refused(errno) => Err(*errno),
         }
     }
 
-    /// The name's bytes, without the terminating NUL.
-    pub fn as_bytes(&self) -> &[u8] {
-        match &self.0 {
-            Repr::Inline { len, bytes } => &bytes[..usize::from(*len)],
-            Repr::Heap(name) => name.as_bytes(),
+    /// The name as `shm_open(3)` spells it, with one leading slash; empty for
+    /// a name the OS refuses.
+    pub fn to_posix(&self) -> Vec<u8> {
+        match self.canonical() {
+            Ok(canonical) => [b"/", without_nul(canonical)].concat(),
+            Err(_) => Vec::new(),
         }
     }
+
+    /// Whether the OS refuses this name.
+    pub fn is_refused(&self) -> bool {
+        matches!(self.0, Repr::Refused(_))
+    }
+
+    fn key(&self) -> Result<&[u8], Errno> {
+        self.canonical().map(without_nul)
+    }
+}
+
+fn without_nul(canonical: &[u8]) -> &[u8] {
+    &canonical[..canonical.len() - 1]
 }
 
 impl PartialEq for ShmName {
     fn eq(&self, other: &ShmName) -> bool {
-        self.as_bytes() == other.as_bytes()
+        self.key() == other.key()
     }
 }
 
@@ -121,13 +153,19 @@ impl Eq for ShmName {}
 
 impl Hash for ShmName {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.as_bytes().hash(state);
+        match self.key() {
+            Ok(key) => key.hash(state),
+            Err(errno) => (errno as i32).hash(state),
+        }
     }
 }
 
 impl fmt::Debug for ShmName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.as_c_str(), f)
+        match self.key() {
+            Ok(key) => write!(f, "\"/{}\"", key.escape_ascii()),
+            Err(errno) => write!(f, "<refused name: {errno}>"),
+        }
     }
 }
 
@@ -147,12 +185,17 @@ mod tests {
     use super::*;
     use std::collections::HashSet;
 
+    fn name(bytes: &[u8]) -> ShmName {
+        ShmName::new(bytes).unwrap()
+    }
+
     #[test]
     fn generated_names_are_short_prefixed_and_distinct() {
         let names: HashSet<ShmName> = (0..10_000).map(|_| ShmName::generate()).collect();
         assert_eq!(names.len(), 10_000);
         for name in &names {
-            let text = std::str::from_utf8(name.as_bytes()).unwrap();
+            let posix = name.to_posix();
+            let text = std::str::from_utf8(&posix).unwrap();
             assert!(text.starts_with(PREFIX), "{text}");
             assert_eq!(text.len(), GENERATED_LEN, "{text}");
             assert!(text[PREFIX.len()..]
@@ -163,40 +206,59 @@ mod tests {
 
     #[test]
     fn generated_names_carry_the_process_id() {
-        let name = ShmName::generate();
-        let pid = &name.as_bytes()[PREFIX.len()..PREFIX.len() + 5];
+        let posix = ShmName::generate().to_posix();
+        let pid = &posix[PREFIX.len()..PREFIX.len() + 5];
         assert_eq!(pid, base36(u64::from(std::process::id()), 5).as_bytes());
+    }
+
+    #[test]
+    fn spellings_of_one_name_are_one_name() {
+        assert_eq!(name(b"/x"), name(b"x"));
+        assert_eq!(name(b"//x"), name(b"x"));
+        assert_ne!(name(b"/x"), name(b"/y"));
+        assert_eq!(name(b"x").to_posix(), b"/x");
+        let hasher = RandomState::new();
+        assert_eq!(hasher.hash_one(name(b"//x")), hasher.hash_one(name(b"x")));
     }
 
     #[test]
     fn names_with_nul_bytes_are_refused() {
         assert!(ShmName::new(b"/a\0b").is_none());
-        assert!(ShmName::new(
-            &[b'a'; 40][..]
-                .iter()
-                .chain(b"\0")
-                .copied()
-                .collect::<Vec<_>>()
-        )
-        .is_none());
+        let long: Vec<u8> = [b'a'; 40].iter().chain(b"\0").copied().collect();
+        assert!(ShmName::new(&long).is_none());
     }
 
     #[test]
     fn short_and_long_names_read_back_the_same() {
-        for len in [0, 1, INLINE - 1, INLINE, INLINE + 1, 300] {
+        for len in [1, INLINE - 1, INLINE, INLINE + 1, NAME_MAX] {
             let bytes = vec![b'x'; len];
-            let name = ShmName::new(&bytes).unwrap();
-            assert_eq!(name.as_bytes(), &bytes[..]);
-            assert_eq!(name.as_c_str().to_bytes(), &bytes[..]);
-            assert_eq!(name, ShmName::new(&bytes).unwrap());
+            let shm = name(&bytes);
+            assert_eq!(shm.to_posix(), [b"/", &bytes[..]].concat());
+            assert_eq!(shm.canonical().unwrap(), [&bytes[..], b"\0"].concat());
+            assert_eq!(shm, name(&bytes));
         }
     }
 
     #[test]
-    fn names_over_255_bytes_are_too_long() {
-        let name = |len: usize| ShmName::new(format!("/{}", "a".repeat(len)).as_bytes()).unwrap();
-        assert!(!name(255).is_too_long());
-        assert!(name(256).is_too_long());
+    fn names_the_os_refuses_carry_its_error() {
+        let refused = |bytes: &[u8]| name(bytes).canonical().unwrap_err();
+        assert_eq!(refused(b"/"), Errno::EINVAL);
+        assert_eq!(refused(b""), Errno::EINVAL);
+        assert_eq!(refused(b"/.."), Errno::EINVAL);
+        assert_eq!(refused(b"/a/b"), Errno::EINVAL);
+        assert_eq!(refused(&[b'a'; NAME_MAX + 1]), Errno::ENAMETOOLONG);
+        assert!(name(&[[b'/'; 100].as_slice(), &[b'a'; NAME_MAX]].concat())
+            .canonical()
+            .is_ok());
+    }
+
+    #[test]
+    fn names_past_path_max_are_refused_without_looking_inside() {
+        // A NUL would be refused, but the length is checked first.
+        let mut huge = vec![b'/'; PATH_MAX + 1];
+        huge[1] = 0;
+        assert_eq!(name(&huge).canonical(), Err(Errno::ENAMETOOLONG));
+        assert!(name(&huge).is_refused());
     }
 
     #[test]

@@ -1,30 +1,26 @@
-//! `%Shmex{}` terms: decoding them into [`Shm`]s, encoding results and errors.
+//! `%Shmex{}` terms: decoding them into [`Shm`]s, encoding results and
+//! errors, and the guard as a NIF resource.
+//!
+//! Owns the meeting point with the VM's terms; the operations are
+//! [`crate::shm`]'s.
 
 use std::fmt;
 
-use rustler::{Atom, Encoder, Env, NifException, Resource, ResourceArc, Term};
+use rustler::types::atom;
+use rustler::{Atom, Binary, Encoder, Env, NifException, NifStruct, Resource, ResourceArc, Term};
 
 use crate::error::Error;
 use crate::guard::Guard;
 use crate::name::ShmName;
 use crate::shm::{Claim, Shm};
 
-/// The atoms of `%Shmex{}` terms and their results.
-pub mod atoms {
-    rustler::atoms! {
-        ok,
-        error,
-        nil,
-        __struct__,
-        name,
-        guard,
-        size,
-        capacity,
-        shmex = "Elixir.Shmex",
-    }
+mod atoms {
+    rustler::atoms! { __struct__, name, guard, size, capacity, shmex = "Elixir.Shmex" }
 }
 
-/// Our guard is a NIF resource; dropping the last reference unlinks the segment.
+/// Our guard is a NIF resource, registered by every NIF library that links
+/// this crate when it loads; dropping the last reference unlinks the segment.
+#[rustler::resource_impl]
 impl Resource for Guard {}
 
 /// An `ArgumentError` raised in the caller, naming the bad argument.
@@ -35,6 +31,7 @@ pub struct ArgumentError {
 }
 
 impl ArgumentError {
+    /// An `ArgumentError` with this message.
     pub fn new(message: impl Into<String>) -> ArgumentError {
         ArgumentError {
             message: message.into(),
@@ -59,34 +56,42 @@ impl From<Error> for rustler::Error {
 /// atom otherwise.
 impl Encoder for Error {
     fn encode<'a>(&self, env: Env<'a>) -> Term<'a> {
-        let reason = atom(env, &self.reason());
+        let reason = reason_atom(env, &self.reason());
         match self {
-            Error::Os(_, syscall) => (reason, atom(env, syscall.name())).encode(env),
+            Error::Os(_, syscall) => (reason, reason_atom(env, syscall.name())).encode(env),
             _ => reason.encode(env),
         }
     }
 }
 
-fn atom(env: Env, name: &str) -> Atom {
+fn reason_atom(env: Env, name: &str) -> Atom {
     // Names come from a fixed set (errno names, error names): no atom leak.
-    Atom::from_str(env, name).unwrap_or_else(|_| atoms::error())
+    Atom::from_str(env, name).unwrap_or_else(|_| atom::error())
+}
+
+/// A `%Shmex{}` struct with exactly its four fields, as made anew.
+#[derive(NifStruct)]
+#[module = "Shmex"]
+struct ShmexStruct<'a> {
+    name: Term<'a>,
+    guard: Term<'a>,
+    size: u64,
+    capacity: u64,
 }
 
 /// A `%Shmex{}` term, taken apart.
 pub struct ShmexTerm<'a> {
-    /// `None` for a struct that was never allocated (`name: nil`).
-    pub name: Option<ShmName>,
-    /// The struct's size and capacity.
-    pub claim: Claim,
-    /// Our guard, if the `guard` field holds one.
-    pub guard: Option<ResourceArc<Guard>>,
+    name: Option<ShmName>,
+    claim: Claim,
+    guard: Option<ResourceArc<Guard>>,
     term: Term<'a>,
     name_term: Term<'a>,
     guard_term: Term<'a>,
 }
 
 impl<'a> ShmexTerm<'a> {
-    /// Decodes a `%Shmex{}` struct passed as the argument called `argument`.
+    /// Decodes a `%Shmex{}` struct passed as the argument called `argument`;
+    /// malformed ones are an `ArgumentError` naming it.
     ///
     /// The `guard` field may hold anything (`nil`, our guard, another
     /// library's resource): it is kept as it is and only recognized when ours.
@@ -115,19 +120,35 @@ impl<'a> ShmexTerm<'a> {
         })
     }
 
-    /// The struct as a [`Shm`] to operate on; it must have been allocated.
+    /// The segment's name; `None` for a struct never allocated (`name: nil`).
+    pub fn name(&self) -> Option<&ShmName> {
+        self.name.as_ref()
+    }
+
+    /// The struct's size and capacity.
+    pub fn claim(&self) -> Claim {
+        self.claim
+    }
+
+    /// Our guard, if the `guard` field holds one.
+    pub fn guard(&self) -> Option<&Guard> {
+        self.guard.as_deref()
+    }
+
+    /// The struct to operate on; it must have been allocated (an
+    /// `ArgumentError` naming `argument` otherwise).
     pub fn shm(&self, argument: &str) -> Result<Shm<'_>, ArgumentError> {
-        let name = self.name.clone().ok_or_else(|| {
+        let name = self.name.as_ref().ok_or_else(|| {
             ArgumentError::new(format!(
                 "{argument}.name is nil: the struct has no segment, allocate it first"
             ))
         })?;
-        Ok(Shm {
-            name,
-            guard: self.guard.as_deref(),
-            claim: self.claim,
-            time_limit: None,
-        })
+        Ok(Shm::new(name, self.guard(), self.claim))
+    }
+
+    /// The `name` field, as the struct spells it.
+    pub fn name_term(&self) -> Term<'a> {
+        self.name_term
     }
 
     /// The `guard` field, whatever it holds.
@@ -135,54 +156,70 @@ impl<'a> ShmexTerm<'a> {
         self.guard_term
     }
 
-    /// This struct with a new size and capacity; everything else unchanged.
+    /// This struct with a new size and capacity; everything else unchanged,
+    /// extra keys included.
     pub fn with_claim(&self, env: Env<'a>, claim: Claim) -> Term<'a> {
-        self.term
-            .map_update(atoms::size(), claim.size)
-            .and_then(|term| term.map_update(atoms::capacity(), claim.capacity))
-            .unwrap_or_else(|_| make_struct(env, self.name_term, self.guard_term, claim))
+        let fields = [
+            (atoms::size(), claim.size.encode(env)),
+            (atoms::capacity(), claim.capacity.encode(env)),
+        ];
+        self.update(&fields)
+            .unwrap_or_else(|| self.rebuilt(env, claim))
+    }
+
+    /// This struct with `guard` in its `guard` field, and the guard's name if
+    /// it had none; everything else unchanged, extra keys included.
+    pub fn with_guard(&self, env: Env<'a>, guard: Guard) -> Term<'a> {
+        let name = (self.name.is_none()).then(|| binary(env, &guard.name().to_posix()));
+        let guard = ResourceArc::new(guard).encode(env);
+        let mut fields = vec![(atoms::guard(), guard)];
+        fields.extend(name.map(|name| (atoms::name(), name)));
+        self.update(&fields).unwrap_or_else(|| {
+            ShmexStruct {
+                name: name.unwrap_or_else(|| atom::nil().encode(env)),
+                guard,
+                size: self.claim.size,
+                capacity: self.claim.capacity,
+            }
+            .encode(env)
+        })
+    }
+
+    /// The struct with these fields changed; `None` if it is not a map with
+    /// them (it always is, as decoded).
+    fn update(&self, fields: &[(Atom, Term<'a>)]) -> Option<Term<'a>> {
+        fields.iter().try_fold(self.term, |term, &(key, value)| {
+            term.map_update(key, value).ok()
+        })
+    }
+
+    /// The struct made anew with this claim, should updating it fail.
+    fn rebuilt(&self, env: Env<'a>, claim: Claim) -> Term<'a> {
+        ShmexStruct {
+            name: self.name_term,
+            guard: self.guard_term,
+            size: claim.size,
+            capacity: claim.capacity,
+        }
+        .encode(env)
     }
 }
 
-/// A struct for a segment we just guarded.
-pub fn guarded_struct<'a>(env: Env<'a>, guard: Guard, claim: Claim) -> Term<'a> {
-    let name = binary(env, guard.name().as_bytes());
-    make_struct(env, name, ResourceArc::new(guard).encode(env), claim)
+/// A new `%Shmex{}` struct for a segment just guarded.
+pub fn guarded_struct(env: Env, guard: Guard, claim: Claim) -> Term {
+    let name = binary(env, &guard.name().to_posix());
+    struct_term(env, name, ResourceArc::new(guard).encode(env), claim)
 }
 
-/// `{:ok, value}`.
-pub fn ok<'a>(env: Env<'a>, value: impl Encoder) -> Term<'a> {
-    (atoms::ok(), value).encode(env)
-}
-
-/// A `%Shmex{}` struct of these fields; `name` is a binary or `nil`.
-pub fn struct_term<'a>(
-    env: Env<'a>,
-    name: Term<'a>,
-    guard: Term<'a>,
-    claim: Claim,
-) -> rustler::NifResult<Term<'a>> {
-    let keys = [
-        atoms::__struct__().encode(env),
-        atoms::name().encode(env),
-        atoms::guard().encode(env),
-        atoms::size().encode(env),
-        atoms::capacity().encode(env),
-    ];
-    let values = [
-        atoms::shmex().encode(env),
+/// A new `%Shmex{}` struct of these fields; `name` is a binary or `nil`.
+pub fn struct_term<'a>(env: Env<'a>, name: Term<'a>, guard: Term<'a>, claim: Claim) -> Term<'a> {
+    ShmexStruct {
         name,
         guard,
-        claim.size.encode(env),
-        claim.capacity.encode(env),
-    ];
-    Term::map_from_term_arrays(env, &keys, &values)
-}
-
-/// [`struct_term`], in a NIF: building a map of five distinct atom keys
-/// cannot fail, and if it did the panic would become an exception.
-fn make_struct<'a>(env: Env<'a>, name: Term<'a>, guard: Term<'a>, claim: Claim) -> Term<'a> {
-    struct_term(env, name, guard, claim).expect("five distinct atom keys always make a map")
+        size: claim.size,
+        capacity: claim.capacity,
+    }
+    .encode(env)
 }
 
 fn binary<'a>(env: Env<'a>, bytes: &[u8]) -> Term<'a> {
@@ -190,11 +227,10 @@ fn binary<'a>(env: Env<'a>, bytes: &[u8]) -> Term<'a> {
 }
 
 fn decode_name(term: Term, argument: &str) -> Result<Option<ShmName>, ArgumentError> {
-    if term.decode::<Atom>().ok() == Some(atoms::nil()) {
+    if term.decode::<Atom>().ok() == Some(atom::nil()) {
         return Ok(None);
     }
-    let bytes = term
-        .decode_as_binary()
+    let bytes = Binary::from_term(term)
         .map_err(|_| ArgumentError::new(format!("{argument}.name must be a binary or nil")))?;
     ShmName::new(bytes.as_slice())
         .map(Some)

@@ -1,32 +1,34 @@
 //! The C types of `shmex/lib.h`, laid out as 0.5.1 lays them out.
 
-use std::ffi::{c_char, c_int, c_uint, c_void};
+use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
 
 use nix::errno::Errno;
-use rustler::sys::ErlNifTerm;
+use nix::libc;
 use shmex::{Error, Syscall};
 
-/// `NAME_MAX`: the longest segment name.
-pub const NAME_MAX: usize = 255;
-
-/// `Shmex`: a `%Shmex{}` struct as C code holds it.
+/// `Shmex`: a `%Shmex{}` struct as C code holds it. Its `guard` field is an
+/// `ERL_NIF_TERM` for NIFs and an `erlang_ref *` for C nodes; the functions
+/// both share see it as `Shmex<()>`, the fields before it.
 #[repr(C)]
-pub struct Shmex {
+pub struct Shmex<Guard = ()> {
     pub name: *mut c_char,
     pub size: c_uint,
     pub capacity: c_uint,
     pub mapped_memory: *mut c_void,
-    pub guard: ErlNifTerm,
+    pub guard: Guard,
 }
 
-/// `ShmexGuard`: the payload of a guard resource.
-#[repr(C)]
-pub struct ShmexGuard {
-    pub name: [c_char; NAME_MAX + 1],
+impl<Guard> Shmex<Guard> {
+    /// The fields both flavours share.
+    pub fn common(&mut self) -> &mut Shmex {
+        // SAFETY: `Shmex<()>` is `#[repr(C)]` with the same fields before
+        // `guard`, which is zero-sized: a prefix of `Shmex<Guard>`.
+        unsafe { &mut *std::ptr::from_mut(self).cast::<Shmex>() }
+    }
 }
 
-/// `ShmexLibResult`. Only ever returned to C: values coming from C are
-/// plain `c_int`s, as C may pass any.
+/// `ShmexLibResult`, the one table of its values and names. Only ever
+/// returned to C: values coming from C are plain `c_int`s, as C may pass any.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ShmexLibResult {
@@ -39,6 +41,47 @@ pub enum ShmexLibResult {
 }
 
 impl ShmexLibResult {
+    const ALL: [ShmexLibResult; 6] = [
+        ShmexLibResult::Ok,
+        ShmexLibResult::ShmOpen,
+        ShmexLibResult::Ftruncate,
+        ShmexLibResult::Mmap,
+        ShmexLibResult::ShmMapped,
+        ShmexLibResult::InvalidPayload,
+    ];
+
+    /// The result C passed as an integer, if it is one.
+    pub fn from_code(code: c_int) -> Option<ShmexLibResult> {
+        Self::ALL
+            .into_iter()
+            .find(|result| *result as c_int == code)
+    }
+
+    /// Its name, as `shmex_lib_result_to_string` gives it.
+    pub fn name(self) -> &'static CStr {
+        match self {
+            ShmexLibResult::Ok => c"ok",
+            ShmexLibResult::ShmOpen => c"shm_open",
+            ShmexLibResult::Ftruncate => c"ftruncate",
+            ShmexLibResult::Mmap => c"mmap",
+            ShmexLibResult::ShmMapped => c"shm_is_mapped",
+            ShmexLibResult::InvalidPayload => c"invalid_payload",
+        }
+    }
+
+    /// The error this result reports, with `errno` as the reason of an OS
+    /// error; `None` for `SHMEX_RES_OK` and `SHMEX_ERROR_SHM_MAPPED`, which
+    /// are no errors of a `%Shmex{}` operation.
+    pub fn error(self, errno: Errno) -> Option<Error> {
+        match self {
+            ShmexLibResult::ShmOpen => Some(Error::Os(errno, Syscall::ShmOpen)),
+            ShmexLibResult::Ftruncate => Some(Error::Os(errno, Syscall::Ftruncate)),
+            ShmexLibResult::Mmap => Some(Error::Os(errno, Syscall::Mmap)),
+            ShmexLibResult::InvalidPayload => Some(Error::InvalidPayload),
+            ShmexLibResult::Ok | ShmexLibResult::ShmMapped => None,
+        }
+    }
+
     /// The result for `error`, with `errno` set to say why.
     pub fn failed(error: Error) -> ShmexLibResult {
         match error {
@@ -68,20 +111,13 @@ impl ShmexLibResult {
 
 /// `MAP_FAILED`: "not mapped".
 pub fn not_mapped() -> *mut c_void {
-    nix::libc::MAP_FAILED
+    libc::MAP_FAILED
 }
 
 /// `shmex_lib_result_to_string`.
 #[no_mangle]
 pub extern "C" fn shmex_lib_result_to_string(result: c_int) -> *const c_char {
-    let text: &'static std::ffi::CStr = match result {
-        0 => c"ok",
-        1 => c"shm_open",
-        2 => c"ftruncate",
-        3 => c"mmap",
-        4 => c"shm_is_mapped",
-        5 => c"invalid_payload",
-        _ => c"unknown",
-    };
-    text.as_ptr()
+    ShmexLibResult::from_code(result)
+        .map_or(c"unknown", ShmexLibResult::name)
+        .as_ptr()
 }

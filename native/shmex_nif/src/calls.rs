@@ -1,17 +1,22 @@
-//! Each NIF: decode the arguments, run the `shmex` operation, encode the result.
+//! Each NIF: decode the arguments, run the `shmex` operation, encode the
+//! result.
 //!
 //! Malformed arguments raise `ArgumentError`; everything else comes back as
-//! `{:ok, _}` or `{:error, reason}`, or, from a call on a normal scheduler
-//! whose work is estimated at more than a millisecond, as `:reschedule`
-//! before anything was changed: `Shmex.Native` then runs the `_dirty` twin.
+//! `{:ok, _}` or `{:error, reason}`, or, before anything was changed, as
+//! `:reschedule` (from a normal scheduler, for work estimated at more than a
+//! millisecond: `Shmex.Native` then calls the `_dirty` twin) or as
+//! `{:wait, token}` (the segment is busy with another call: the caller waits
+//! for `{:shmex_segment_free, token}` and calls again).
 
-use std::time::Duration;
+use std::ops::{Deref, DerefMut};
 
-use rustler::{Binary, Encoder, Env, NewBinary, NifResult, Term};
-use shmex::{decode_size, guarded_struct, ok, ArgumentError, Claim, Error, Shm, ShmexTerm};
+use rustler::types::atom;
+use rustler::{Binary, Encoder, Env, NewBinary, NifMap, NifResult, OwnedBinary, Term};
+use shmex::internal::{self, decode_size, OnScheduler, Refusal};
+use shmex::{guarded_struct, ArgumentError, Claim, Shm, ShmexTerm};
 
 mod atoms {
-    rustler::atoms! { error, kept_open, ready, pending_removal, reschedule }
+    rustler::atoms! { reschedule, wait }
 }
 
 /// The scheduler a NIF runs on.
@@ -22,30 +27,48 @@ pub enum Scheduler {
 }
 
 impl Scheduler {
-    /// How long a call may hold this scheduler.
-    fn time_limit(self) -> Option<Duration> {
+    fn of(self, env: Env) -> OnScheduler {
         match self {
-            Scheduler::Normal => Some(Duration::from_millis(1)),
-            Scheduler::Dirty => None,
+            Scheduler::Normal => OnScheduler::normal(env.pid()),
+            Scheduler::Dirty => OnScheduler::dirty(env.pid()),
         }
+    }
+}
+
+/// `%{kept_open: n, background_jobs: n, faults_absorbed: n}`: segments
+/// kept open between calls, jobs waiting for or running on the background
+/// thread, and faults in this library's mappings that were survived.
+#[derive(NifMap)]
+pub struct Stats {
+    kept_open: usize,
+    background_jobs: usize,
+    faults_absorbed: usize,
+}
+
+pub fn stats() -> Stats {
+    let stats = internal::stats();
+    Stats {
+        kept_open: stats.kept_open,
+        background_jobs: stats.background_jobs,
+        faults_absorbed: stats.faults_absorbed,
     }
 }
 
 pub fn allocate<'a>(env: Env<'a>, shm: Term<'a>) -> NifResult<Term<'a>> {
     let shm = ShmexTerm::decode(shm, "shm")?;
-    let guard = Shm::allocate(shm.name.clone(), shm.claim)?;
-    Ok(ok(env, guarded_struct(env, guard, shm.claim)))
+    let guard = Shm::allocate(shm.name().cloned(), shm.claim())?;
+    Ok((atom::ok(), shm.with_guard(env, guard)).encode(env))
 }
 
 pub fn add_guard<'a>(env: Env<'a>, shm: Term<'a>) -> NifResult<Term<'a>> {
     let shm = ShmexTerm::decode(shm, "shm")?;
     let guard = shm.shm("shm")?.add_guard()?;
-    Ok(ok(env, guarded_struct(env, guard, shm.claim)))
+    Ok((atom::ok(), shm.with_guard(env, guard)).encode(env))
 }
 
 pub fn ensure_not_gc<'a>(env: Env<'a>, shm: Term<'a>) -> NifResult<Term<'a>> {
     ShmexTerm::decode(shm, "shm")?.shm("shm")?;
-    Ok(rustler::types::atom::ok().to_term(env))
+    Ok(atom::ok().to_term(env))
 }
 
 pub fn set_capacity<'a>(
@@ -54,9 +77,7 @@ pub fn set_capacity<'a>(
     shm: Term<'a>,
     capacity: Term<'a>,
 ) -> NifResult<Term<'a>> {
-    resize(env, on, shm, (capacity, "capacity"), |shm, capacity| {
-        shm.set_capacity(capacity)
-    })
+    resize(env, on, shm, (capacity, "capacity"), internal::set_capacity)
 }
 
 pub fn read<'a>(
@@ -67,8 +88,10 @@ pub fn read<'a>(
 ) -> NifResult<Term<'a>> {
     let shm = ShmexTerm::decode(shm, "shm")?;
     let read_size = decode_size(read_size, "read_size")?;
-    let data = operand(&shm, "shm", on)?.read(read_size, |len| NewBinary::new(env, len));
-    reply(env, data.map(Term::from))
+    let data = internal::read(&shm.shm("shm")?, &on.of(env), read_size, |len| {
+        ResultBinary::new(env, len)
+    });
+    reply(env, data.map(|data| data.into_term(env)))
 }
 
 pub fn write<'a>(
@@ -78,10 +101,8 @@ pub fn write<'a>(
     data: Term<'a>,
 ) -> NifResult<Term<'a>> {
     let shm = ShmexTerm::decode(shm, "shm")?;
-    let data: Binary = data
-        .decode()
-        .map_err(|_| ArgumentError::new("data must be a binary"))?;
-    let claim = operand(&shm, "shm", on)?.write(data.as_slice());
+    let data = Binary::from_term(data).map_err(|_| ArgumentError::new("data must be a binary"))?;
+    let claim = internal::write(&shm.shm("shm")?, &on.of(env), data.as_slice());
     reply(env, claim.map(|claim| shm.with_claim(env, claim)))
 }
 
@@ -93,7 +114,7 @@ pub fn split_at<'a>(
 ) -> NifResult<Term<'a>> {
     let shm = ShmexTerm::decode(shm, "shm")?;
     let position = decode_size(position, "position")?;
-    let parts = operand(&shm, "shm", on)?.split_at(position);
+    let parts = internal::split_at(&shm.shm("shm")?, &on.of(env), position);
     reply(
         env,
         parts.map(|(left, guard, right)| {
@@ -110,7 +131,7 @@ pub fn append<'a>(
 ) -> NifResult<Term<'a>> {
     let target = ShmexTerm::decode(target, "target")?;
     let source = ShmexTerm::decode(source, "source")?;
-    let claim = operand(&target, "target", on)?.append(&source.shm("source")?);
+    let claim = internal::append(&target.shm("target")?, &on.of(env), &source.shm("source")?);
     reply(env, claim.map(|claim| target.with_claim(env, claim)))
 }
 
@@ -120,7 +141,7 @@ pub fn trim<'a>(
     shm: Term<'a>,
     bytes: Term<'a>,
 ) -> NifResult<Term<'a>> {
-    resize(env, on, shm, (bytes, "bytes"), |shm, bytes| shm.trim(bytes))
+    resize(env, on, shm, (bytes, "bytes"), internal::trim)
 }
 
 /// A call that resizes a struct's segment by a byte count (named for its
@@ -130,42 +151,69 @@ fn resize<'a>(
     on: Scheduler,
     shm: Term<'a>,
     (count, argument): (Term<'a>, &str),
-    operation: impl FnOnce(&Shm, u64) -> shmex::Result<Claim>,
+    operation: impl FnOnce(&Shm, &OnScheduler, u64) -> Result<Claim, Refusal>,
 ) -> NifResult<Term<'a>> {
     let shm = ShmexTerm::decode(shm, "shm")?;
     let count = decode_size(count, argument)?;
-    let claim = operation(&operand(&shm, "shm", on)?, count);
+    let claim = operation(&shm.shm("shm")?, &on.of(env), count);
     reply(env, claim.map(|claim| shm.with_claim(env, claim)))
 }
 
-/// `%{kept_open: n, ready: n, pending_removal: n}`: segments kept open and
-/// mapped by guards, made ahead of time, and collected but not yet unlinked.
-pub fn stats(env: Env) -> Term {
-    let (ready, pending) = shmex::janitor::backlog();
-    let pairs = [
-        (atoms::kept_open(), shmex::budget::kept()),
-        (atoms::ready(), ready),
-        (atoms::pending_removal(), pending),
-    ];
-    Term::map_from_pairs(env, &pairs).unwrap_or_else(|_| atoms::error().to_term(env))
-}
-
-/// The struct to operate on, with the time limit of the scheduler `on`.
-fn operand<'t>(
-    term: &'t ShmexTerm,
-    argument: &str,
-    on: Scheduler,
-) -> Result<Shm<'t>, ArgumentError> {
-    let mut shm = term.shm(argument)?;
-    shm.time_limit = on.time_limit();
-    Ok(shm)
-}
-
-/// `{:ok, value}`, `{:error, reason}`, or `:reschedule`.
-fn reply<'a>(env: Env<'a>, result: shmex::Result<Term<'a>>) -> NifResult<Term<'a>> {
+/// `{:ok, value}`, `{:error, reason}`, `:reschedule` or `{:wait, token}`.
+fn reply<'a>(env: Env<'a>, result: Result<Term<'a>, Refusal>) -> NifResult<Term<'a>> {
     match result {
-        Ok(value) => Ok(ok(env, value)),
-        Err(Error::Reschedule) => Ok(atoms::reschedule().to_term(env)),
-        Err(error) => Err(error.into()),
+        Ok(value) => Ok((atom::ok(), value).encode(env)),
+        Err(Refusal::Failed(error)) => Err(error.into()),
+        Err(Refusal::Reschedule) => Ok(atoms::reschedule().to_term(env)),
+        Err(Refusal::Wait(token)) => Ok((atoms::wait(), token).encode(env)),
+    }
+}
+
+/// A read's result: a heap binary when small, else a binary allocated so
+/// that failing to allocate it is an error (`ENOMEM`), not a VM abort.
+enum ResultBinary<'a> {
+    Small(NewBinary<'a>),
+    Large(OwnedBinary),
+}
+
+/// Binaries up to this size live on the process heap.
+const HEAP_BINARY: usize = 64;
+
+impl<'a> ResultBinary<'a> {
+    fn new(env: Env<'a>, len: usize) -> Option<ResultBinary<'a>> {
+        if len <= HEAP_BINARY {
+            return Some(ResultBinary::Small(NewBinary::new(env, len)));
+        }
+        // OwnedBinary::new aborts when the allocation fails; growing an
+        // empty one reports it.
+        let mut binary = OwnedBinary::new(0);
+        binary.realloc(len).then_some(ResultBinary::Large(binary))
+    }
+
+    fn into_term(self, env: Env<'a>) -> Term<'a> {
+        match self {
+            ResultBinary::Small(binary) => binary.into(),
+            ResultBinary::Large(binary) => binary.release(env).to_term(env),
+        }
+    }
+}
+
+impl Deref for ResultBinary<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            ResultBinary::Small(binary) => binary.as_slice(),
+            ResultBinary::Large(binary) => binary.as_slice(),
+        }
+    }
+}
+
+impl DerefMut for ResultBinary<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        match self {
+            ResultBinary::Small(binary) => binary.as_mut_slice(),
+            ResultBinary::Large(binary) => binary.as_mut_slice(),
+        }
     }
 }

@@ -3,8 +3,10 @@
  * unifex's payload code uses it: its own guard resource type with
  * shmex_guard_destructor, segments allocated from C, structs from Elixir
  * parsed and mapped. The test setup compiles it against the installed
- * headers and links it with priv/native/libshmex.a; ShmexCClient.Nif loads it.
+ * headers and links it with libshmex.a; ShmexCClient.Nif loads it.
  */
+#define _POSIX_C_SOURCE 200809L /* mkstemp, ftruncate under -std=c11 */
+
 #include <errno.h>
 #include <erl_nif.h>
 #include <shmex/shmex.h>
@@ -53,26 +55,65 @@ static ERL_NIF_TERM allocate(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]
   return answer;
 }
 
-/* checksum(shm): the sum of the data's bytes, read through a mapping. */
+/* checksum(shm): the sum of the data's bytes, read through a mapping;
+ * {:error, :invalid_payload} if the segment shrank under the mapping. */
 static ERL_NIF_TERM checksum(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
   (void)argc;
-  Shmex shmex;
-  if (!shmex_get_from_term(env, argv[0], &shmex)) {
-    return enif_make_badarg(env);
-  }
+  PARSE_SHMEX_ARG(0, shmex);
   ShmexLibResult result = shmex_open_and_mmap(&shmex);
   ERL_NIF_TERM answer;
   if (result == SHMEX_RES_OK) {
     unsigned long sum = 0;
     for (unsigned i = 0; i < shmex.size; i++) {
-      sum += ((unsigned char *)shmex.mapped_memory)[i];
+      sum += ((volatile unsigned char *)shmex.mapped_memory)[i];
     }
-    answer = ok(env, enif_make_ulong(env, sum));
+    answer = shmex_mapping_faulted(&shmex)
+                 ? shmex_make_error_term(env, SHMEX_ERROR_INVALID_PAYLOAD)
+                 : ok(env, enif_make_ulong(env, sum));
   } else {
     answer = shmex_make_error_term(env, result);
   }
   shmex_release(&shmex);
   return answer;
+}
+
+/* allocate_named(name, capacity): a new guarded segment under that name. */
+static ERL_NIF_TERM allocate_named(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+  (void)argc;
+  ErlNifBinary name;
+  unsigned capacity;
+  if (!enif_inspect_binary(env, argv[0], &name) || !enif_get_uint(env, argv[1], &capacity)) {
+    return enif_make_badarg(env);
+  }
+  Shmex shmex;
+  shmex_init(env, &shmex, capacity);
+  shmex.name = calloc(name.size + 1, 1);
+  memcpy(shmex.name, name.data, name.size);
+  ShmexLibResult result = shmex_allocate(env, GUARD_TYPE, &shmex);
+  ERL_NIF_TERM answer = result == SHMEX_RES_OK ? ok(env, shmex_make_term(env, &shmex))
+                                               : shmex_make_error_term(env, result);
+  shmex_release(&shmex);
+  return answer;
+}
+
+/* unguarded_sigbus(): a SIGBUS in a mapping this library did not make (a
+ * file shrunk under a mapping of its own): it must reach the default action
+ * and end the VM, whatever handlers the shmex libraries installed. */
+static ERL_NIF_TERM unguarded_sigbus(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+  (void)argc;
+  (void)argv;
+  char path[] = "/tmp/shmex-sigbus-XXXXXX";
+  int fd = mkstemp(path);
+  if (fd < 0 || ftruncate(fd, 4096) != 0) {
+    return enif_make_badarg(env);
+  }
+  volatile char *memory = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  unlink(path);
+  if (memory == MAP_FAILED || ftruncate(fd, 0) != 0) {
+    return enif_make_badarg(env);
+  }
+  memory[0] = 1; /* SIGBUS */
+  return enif_make_atom(env, "survived");
 }
 
 /* write(shm, binary): as unifex reallocates a payload: unmap, resize, map. */
@@ -225,6 +266,7 @@ static ErlNifFunc functions[] = {
     {"parse", 1, parse, 0},             {"unlink", 1, unlink_segment, 0},
     {"blank", 1, blank, 0},             {"generate_name", 0, generate_name, 0},
     {"error_term", 1, error_term, 0},   {"result_name", 1, result_name, 0},
+    {"allocate_named", 2, allocate_named, 0}, {"unguarded_sigbus", 0, unguarded_sigbus, 0},
 };
 
 ERL_NIF_INIT(Elixir.ShmexCClient.Nif, functions, load, NULL, NULL, NULL)

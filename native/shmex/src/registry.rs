@@ -1,0 +1,396 @@
+//! One segment, one entry: every handle of a segment in this process (its
+//! guard, copies of its struct with or without the guard, a second guard,
+//! another spelling of its name) reaches the same [`Entry`], which holds the
+//! segment's turns ([`crate::exclusion`]) and what is kept open of it
+//! between calls, under one mutex: a call takes it once to start, once to
+//! end.
+//!
+//! The name is the truth, as in Shmex 0.5.1: a call works on the segment the
+//! name leads to when the call starts. A descriptor kept open is used only
+//! while the name still leads to it; once another process removed the name
+//! (and perhaps gave it to a new segment), the call opens the name anew.
+//! So behaviour does not depend on whether a segment was kept open.
+//!
+//! Owns the table of entries and what each keeps; knows nothing of claims or
+//! guards.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
+
+use crate::background;
+use crate::budget::Slot;
+use crate::cost::Cost;
+use crate::error::Result;
+use crate::exclusion::{Access, Freed, Parked, Turns, Wake};
+use crate::mapping::Mapping;
+use crate::name::ShmName;
+use crate::segment::{Open, Segment};
+
+/// Segments whose pages take longer than this to free are let go of in the
+/// background.
+const FREE_HERE: Duration = Duration::from_micros(50);
+
+/// After this many calls a kept segment is mapped: setting up a mapping
+/// costs ~10 us and touching a page through it the first time ~1.4 us, where
+/// `pread`/`pwrite` cost ~0.5 us per call and ~0.2 us per page. So a mapping
+/// pays for itself only over repeated access.
+const MAP_AFTER: u32 = 2;
+
+const SHARDS: usize = 16;
+
+/// The entries of the segments in use, by name.
+struct Table {
+    shards: [Mutex<HashMap<ShmName, Weak<Entry>>>; SHARDS],
+    hasher: RandomState,
+}
+
+static TABLE: LazyLock<Table> = LazyLock::new(|| Table {
+    shards: std::array::from_fn(|_| Mutex::new(HashMap::new())),
+    hasher: RandomState::new(),
+});
+
+/// A segment in use in this process.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    name: ShmName,
+    state: Mutex<State>,
+    released: Condvar,
+    /// How many guards hold the entry: only then is a segment kept open,
+    /// for the calls to come.
+    guards: AtomicUsize,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    turns: Turns,
+    kept: Option<Kept>,
+}
+
+/// A segment kept open between calls, with the budget slot that allows it.
+#[derive(Debug)]
+struct Kept {
+    open: Arc<Open>,
+    mapping: Option<Arc<Mapping>>,
+    calls: u32,
+    _slot: Slot,
+}
+
+/// A call's turn on a segment, ended when dropped; it knows what was kept
+/// open of the segment when the turn began.
+#[derive(Debug)]
+pub(crate) struct Held<'e> {
+    entry: &'e Entry,
+    access: Access,
+    kept: Option<(Arc<Open>, Option<Arc<Mapping>>, bool)>,
+}
+
+/// The entry of the segment `name`, made if there is none.
+pub(crate) fn entry(name: &ShmName) -> Arc<Entry> {
+    let mut shard = TABLE.shard(name);
+    if let Some(entry) = shard.get(name).and_then(Weak::upgrade) {
+        return entry;
+    }
+    let entry = Arc::new(Entry {
+        name: name.clone(),
+        state: Mutex::default(),
+        released: Condvar::new(),
+        guards: AtomicUsize::new(0),
+    });
+    shard.insert(name.clone(), Arc::downgrade(&entry));
+    entry
+}
+
+impl Table {
+    fn shard(&self, name: &ShmName) -> MutexGuard<'_, HashMap<ShmName, Weak<Entry>>> {
+        let index = self.hasher.hash_one(name) as usize % SHARDS;
+        // Plain map operations only: a panic cannot leave it inconsistent.
+        self.shards[index]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Entry {
+    /// Takes a turn for `access`, waiting here as long as it takes.
+    pub fn lock(&self, access: Access) -> Held<'_> {
+        let mut state = self.state();
+        if !state.turns.admits(access) {
+            state.turns.block(access);
+            while !state.turns.admits(access) {
+                state = self
+                    .released
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+            state.turns.unblock(access);
+        }
+        self.begin(state, access)
+    }
+
+    /// Takes a turn for `access` if the segment is free; else leaves the
+    /// wake-up that `wake` makes, to run (on the background thread) once it
+    /// is, and gives up.
+    #[cfg_attr(not(feature = "nif"), allow(dead_code))] // parking is for NIF calls
+    pub fn lock_or_park(
+        &self,
+        access: Access,
+        wake: impl FnOnce() -> Wake,
+    ) -> std::result::Result<Held<'_>, Parked> {
+        let mut state = self.state();
+        if !state.turns.admits(access) {
+            state.turns.park(access, wake());
+            return Err(Parked);
+        }
+        Ok(self.begin(state, access))
+    }
+
+    fn begin<'e>(&'e self, mut state: MutexGuard<'_, State>, access: Access) -> Held<'e> {
+        state.turns.take(access);
+        let kept = state.kept.as_mut().map(|kept| {
+            kept.calls = kept.calls.saturating_add(1);
+            let busy = kept.calls > MAP_AFTER;
+            (Arc::clone(&kept.open), kept.mapping.clone(), busy)
+        });
+        Held {
+            entry: self,
+            access,
+            kept,
+        }
+    }
+
+    /// Counts a guard holding the entry, or one letting go.
+    pub fn count_guard(&self, held: bool) {
+        if held {
+            self.guards.fetch_add(1, Ordering::AcqRel);
+        } else {
+            self.guards.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Offers an open segment to keep for later calls: kept if a guard holds
+    /// the entry, nothing is kept yet, and the budget allows.
+    pub fn keep(&self, open: &Arc<Open>) {
+        if self.guards.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let mut state = self.state();
+        if state.kept.is_some() {
+            return;
+        }
+        if let Some(slot) = Slot::acquire(open.descriptor_number()) {
+            state.kept = Some(Kept {
+                open: Arc::clone(open),
+                mapping: None,
+                calls: 0,
+                _slot: slot,
+            });
+        }
+    }
+
+    /// Whether a segment is kept open.
+    pub fn keeps_open(&self) -> bool {
+        self.state().kept.is_some()
+    }
+
+    /// Remembers `mapping` of the kept segment `open`, for later calls.
+    pub fn keep_mapping(&self, open: &Arc<Open>, mapping: &Arc<Mapping>) {
+        let mut state = self.state();
+        if let Some(kept) = state
+            .kept
+            .as_mut()
+            .filter(|kept| Arc::ptr_eq(&kept.open, open))
+        {
+            kept.mapping = Some(Arc::clone(mapping));
+        }
+    }
+
+    /// Forgets the mapping of the kept segment `open` if it is `mapping`:
+    /// it lost pages.
+    pub fn forget_mapping(&self, open: &Arc<Open>, mapping: &Arc<Mapping>) {
+        let mut state = self.state();
+        if let Some(kept) = state
+            .kept
+            .as_mut()
+            .filter(|kept| Arc::ptr_eq(&kept.open, open))
+        {
+            if kept
+                .mapping
+                .as_ref()
+                .is_some_and(|kept| Arc::ptr_eq(kept, mapping))
+            {
+                kept.mapping = None;
+            }
+        }
+    }
+
+    /// Drops the kept segment if it is `open`: its name leads elsewhere.
+    fn forget(&self, open: &Arc<Open>) {
+        let mut state = self.state();
+        if state
+            .kept
+            .as_ref()
+            .is_some_and(|kept| Arc::ptr_eq(&kept.open, open))
+        {
+            let stale = state.kept.take();
+            drop(state);
+            dispose(stale);
+        }
+    }
+
+    fn end(&self, access: Access) {
+        let freed = self.state().turns.release(access);
+        if let Some(Freed { wakes, blocked }) = freed {
+            if blocked {
+                self.released.notify_all();
+            }
+            if !wakes.is_empty() {
+                background::run_or_here(Box::new(move || {
+                    wakes.into_iter().for_each(|wake| wake())
+                }));
+            }
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Counters and a cache: a panic cannot leave them inconsistent.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl<'e> Held<'e> {
+    /// The segment the name leads to, for this call: the one kept open if
+    /// the name still leads to it, else opened now (and kept, if a guard
+    /// holds the entry and the budget allows).
+    pub fn segment(&self) -> Result<Segment<'e>> {
+        if let Some((open, mapping, busy)) = &self.kept {
+            match Segment::begin(Arc::clone(open), mapping.clone(), *busy, self.entry)? {
+                Some(segment) => return Ok(segment),
+                None => self.entry.forget(open),
+            }
+        }
+        let segment = Segment::open(&self.entry.name)?;
+        self.entry.keep(segment.to_keep());
+        Ok(segment)
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.entry.end(self.access);
+    }
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        let mut shard = TABLE.shard(&self.name);
+        // A new entry may have taken the name's place since the last strong
+        // reference to this one went away.
+        let ours = shard
+            .get(&self.name)
+            .is_some_and(|entry| std::ptr::eq(entry.as_ptr(), self));
+        if ours {
+            shard.remove(&self.name);
+        }
+        drop(shard);
+        let state = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
+        dispose(state.kept.take());
+    }
+}
+
+/// Closes a kept segment: in the background when that frees many pages (its
+/// name may be gone, and this the last reference to it) or unmaps memory
+/// (munmap interrupts every thread of the process).
+fn dispose(kept: Option<Kept>) {
+    let Some(kept) = kept else { return };
+    if kept.mapping.is_none() && Cost::free_pages(kept.open.allocated()).within(FREE_HERE) {
+        drop(kept);
+    } else {
+        background::run_or_here(Box::new(move || drop(kept)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::Scratch;
+
+    #[test]
+    fn spellings_of_a_name_share_one_entry() {
+        let scratch = Scratch::new(1);
+        let posix = scratch.name.to_posix();
+        let bare = ShmName::new(&posix[1..]).unwrap();
+        let double = ShmName::new(&[b"/", &posix[..]].concat()).unwrap();
+        let first = entry(&scratch.name);
+        assert!(Arc::ptr_eq(&first, &entry(&bare)));
+        assert!(Arc::ptr_eq(&first, &entry(&double)));
+    }
+
+    #[test]
+    fn entries_go_when_unused() {
+        let name = ShmName::generate();
+        drop(entry(&name));
+        assert!(TABLE.shard(&name).get(&name).is_none());
+    }
+
+    #[test]
+    fn a_kept_segment_is_dropped_once_its_name_leads_elsewhere() {
+        let scratch = Scratch::new(3);
+        let held = entry(&scratch.name);
+        held.count_guard(true);
+        let first = held.lock(Access::Shared).segment().unwrap().identity();
+        assert!(held.keeps_open());
+        crate::sys::unlink(&scratch.name);
+        let replacement = Segment::create(&scratch.name, 7).unwrap();
+        let again = held.lock(Access::Shared).segment().unwrap();
+        assert_eq!(again.len(), 7);
+        assert_ne!(again.identity(), first);
+        assert_eq!(again.identity(), replacement.identity());
+        held.count_guard(false);
+    }
+
+    #[test]
+    fn without_a_guard_nothing_is_kept() {
+        let scratch = Scratch::new(3);
+        let unguarded = entry(&scratch.name);
+        unguarded.lock(Access::Shared).segment().unwrap();
+        assert!(!unguarded.keeps_open());
+    }
+
+    #[test]
+    fn a_parked_call_is_woken_when_the_segment_is_free() {
+        let scratch = Scratch::new(1);
+        let shared = entry(&scratch.name);
+        let (sender, woken) = std::sync::mpsc::channel();
+        let writer = shared.lock(Access::Exclusive);
+        let parked = shared.lock_or_park(Access::Shared, || {
+            Box::new(move || sender.send(()).unwrap())
+        });
+        assert_eq!(parked.unwrap_err(), Parked);
+        drop(writer);
+        woken.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert!(shared
+            .lock_or_park(Access::Shared, || Box::new(|| ()))
+            .is_ok());
+    }
+
+    #[test]
+    fn blocked_calls_wait_their_turn() {
+        let scratch = Scratch::new(1);
+        let shared = entry(&scratch.name);
+        let inside = std::sync::atomic::AtomicU32::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..8 {
+                scope.spawn(|| {
+                    for _ in 0..200 {
+                        let _held = shared.lock(Access::Exclusive);
+                        assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0);
+                        inside.fetch_sub(1, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+    }
+}

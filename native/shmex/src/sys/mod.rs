@@ -1,0 +1,78 @@
+//! The operating system's side of segments: opening, creating, inspecting,
+//! resizing and unlinking them by name and descriptor. Every system call of
+//! the crate except mapping and copying lives here, chosen per platform once.
+//!
+//! Owns nothing but OS calls; knows nothing of mappings, claims or guards.
+
+use nix::errno::Errno;
+use nix::libc;
+
+use crate::error::{Error, Result, Syscall};
+
+#[cfg_attr(
+    all(target_os = "linux", not(feature = "posix-sys")),
+    path = "linux.rs"
+)]
+#[cfg_attr(
+    not(all(target_os = "linux", not(feature = "posix-sys"))),
+    path = "posix.rs"
+)]
+mod os;
+
+pub(crate) use os::{
+    create, is_full, open, reserve, resize, status_of, status_of_name, total_memory, unlink,
+};
+
+/// Which file a segment is: two names or descriptors with the same identity
+/// reach the same bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Identity {
+    pub device: libc::dev_t,
+    pub inode: libc::ino_t,
+}
+
+impl Identity {
+    /// The identity as two integers, for C to keep.
+    #[allow(clippy::unnecessary_cast)] // dev_t and ino_t are u64 on Linux only
+    pub fn to_bits(self) -> [u64; 2] {
+        [self.device as u64, self.inode as u64]
+    }
+}
+
+/// What a segment is at one moment.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Status {
+    pub identity: Identity,
+    /// Its size in bytes.
+    pub len: u64,
+    /// Whether some name still leads to it: a segment whose name was
+    /// unlinked (and perhaps given to a new segment) lives on while open.
+    pub linked: bool,
+    /// How many bytes of memory its pages take.
+    pub allocated: u64,
+}
+
+impl Status {
+    /// Whether every page up to the size is in memory, so that reading it
+    /// through a mapping neither allocates nor can fail for lack of room.
+    pub fn has_no_holes(&self) -> bool {
+        self.allocated >= self.len.div_ceil(page_size()) * page_size()
+    }
+}
+
+/// The size of a memory page.
+pub(crate) fn page_size() -> u64 {
+    static PAGE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *PAGE.get_or_init(|| {
+        nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+            .ok()
+            .flatten()
+            .and_then(|size| u64::try_from(size).ok())
+            .unwrap_or(4096)
+    })
+}
+
+/// `offset` as an `off_t`, or `EFBIG` reported against `syscall`.
+pub(crate) fn off_t(offset: u64, syscall: Syscall) -> Result<libc::off_t> {
+    libc::off_t::try_from(offset).map_err(|_| Error::Os(Errno::EFBIG, syscall))
+}

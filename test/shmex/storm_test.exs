@@ -1,0 +1,65 @@
+defmodule Shmex.StormTest do
+  # Shared memory is shared: other OS processes and other handles can
+  # shrink, truncate or hole-punch a segment while a call copies through a
+  # mapping of it. Each storm runs in a BEAM of its own for 5 seconds: every
+  # kind of call (the six of Shmex.Native that copy, a C NIF on the C API, a
+  # Rust NIF on the crate) hammers a segment of its own meanwhile. The VM
+  # must live, every call must return a result of its documented shape, and
+  # the VM must exit normally.
+  use ExUnit.Case, async: true
+
+  alias Shmex.Test.Beam
+
+  @moduletag :storm
+  @moduletag timeout: 300_000
+  @seconds 5
+
+  @kinds ~w(read write split_at append_target append_source trim set_capacity c_api rust_api)
+
+  defp storm!(scenario, opts \\ []) do
+    code = "Shmex.Test.Storm.run(#{inspect(scenario)}, #{@seconds})"
+    {output, status} = Beam.run(code, opts)
+    assert status == 0, output
+    assert output =~ "storm over", output
+    refute output =~ ":bad", output
+
+    for kind <- @kinds do
+      assert output =~ ~r/^#{kind}: %\{.*(:ok|:error)/m, "#{kind} made no call:\n#{output}"
+    end
+
+    [faults] = Regex.run(~r/faults absorbed: (\d+)/, output, capture: :all_but_first)
+    String.to_integer(faults)
+  end
+
+  test "other handles in this VM shrink and regrow the segments" do
+    # Calls of Shmex.Native through any handle take turns: nothing of theirs
+    # faults. The C and Rust NIFs are other libraries, whose mappings do.
+    assert storm!(:vm_handles) == 0
+  end
+
+  test "another OS process truncates the segments to 0 and back" do
+    assert storm!(:os_truncate) > 0
+  end
+
+  describe "on a /dev/shm of its own" do
+    if reason = Beam.private_shm_unavailable() do
+      IO.puts("skipping the storms that fill /dev/shm: #{reason}")
+      @describetag skip: reason
+    end
+
+    test "another OS process punches holes and keeps /dev/shm full" do
+      storm!(:os_punch_and_fill, shm_megabytes: 64)
+    end
+
+    test "with no race: a segment loses its pages behind its guard, /dev/shm fills, calls are made" do
+      {output, status} = Beam.run("Shmex.Test.Storm.lost_pages_on_a_full_shm()", shm_megabytes: 16)
+      assert status == 0, output
+      assert output =~ "write: {:error, {:enospc, :ftruncate}}"
+      # The holes read as zeros, without taking a page.
+      assert output =~ "read: {:ok, 4194304, [0]}"
+      assert output =~ "c_api: {:error, {:enospc, :ftruncate}}"
+      assert output =~ ~r/rust_api: \{:error, (:invalid_payload|\{:enospc, :ftruncate\})\}/
+      assert output =~ "alive"
+    end
+  end
+end
