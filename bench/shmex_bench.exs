@@ -1,8 +1,9 @@
 # Benchmark of Shmex.Native, against :binary.copy/1 measured in the same run.
 #
 #     mix run bench/shmex_bench.exs                      # the table
-#     ERL_FLAGS="+S 1" mix run bench/shmex_bench.exs --ticker
-#                                                        # scheduler blocking
+#     ERL_FLAGS="+S 1" mix run bench/shmex_bench.exs --fairness
+#                                                        # normal scheduler held
+#     mix run bench/shmex_bench.exs --queued             # dirty schedulers shared
 #
 # Each row is the median of several timed batches; state a call consumes
 # (a segment to split, trim or append to) is made before its batch starts,
@@ -18,11 +19,12 @@ defmodule Shmex.Bench do
   # Aim for batches of about this many nanoseconds.
   @batch_ns 30_000_000
 
-  def main(["--ticker"]), do: ticker()
+  def main(["--fairness"]), do: fairness()
+  def main(["--queued"]), do: queued_read()
   def main([]), do: table()
 
   def main(_args) do
-    IO.puts("usage: mix run bench/shmex_bench.exs [--ticker]")
+    IO.puts("usage: mix run bench/shmex_bench.exs [--fairness | --queued]")
     System.halt(1)
   end
 
@@ -120,35 +122,113 @@ defmodule Shmex.Bench do
 
   defp median(values), do: values |> Enum.sort() |> Enum.at(div(length(values), 2))
 
-  defp ticker do
+  # How long each call holds the only normal scheduler (a 1 ms ticker's
+  # worst wait, beside the machine's own noise), and how a read fares while
+  # other calls queue for another segment.
+  defp fairness do
     schedulers = :erlang.system_info(:schedulers_online)
     IO.puts(machine())
 
     IO.puts(
-      "normal schedulers online: #{schedulers}#{if schedulers != 1, do: " (run with ERL_FLAGS=\"+S 1\")"}"
+      "normal schedulers online: #{schedulers}#{if schedulers != 1, do: " (run with ERL_FLAGS=\"+S 1\")"}, " <>
+        "dirty CPU schedulers: #{:erlang.system_info(:dirty_cpu_schedulers_online)}"
     )
 
-    data = :binary.copy(<<7>>, 256 * 1_048_576)
-    shm = Shmex.empty(byte_size(data))
-    # Write it a few times first: the rows compare scheduling, not page
-    # allocation, nor the system calls a segment is copied with until it has
-    # been used often enough to be worth a mapping.
-    for _ <- 1..3, do: {:ok, _} = Native.write(shm, data)
+    mib = 1_048_576
+    big = :binary.copy(<<7>>, 256 * mib)
+    busy = busy(Shmex.new(:binary.copy(<<3>>, 16 * mib)))
+    written = busy(Shmex.new(big))
+    sparse = Shmex.empty(256 * mib)
+    one = Shmex.new("x")
+    long_name = %{one | name: :binary.copy("a", 64 * mib), guard: nil}
+
+    cases = [
+      {"nothing: `Process.sleep(300)`, the machine's own noise", fn -> Process.sleep(300) end},
+      {"`read/1` of a busy 16 MiB segment", fn -> {:ok, _} = Native.read(busy) end},
+      {"`append/2` of 1 byte onto a 256 MiB target without its guard",
+       fn -> {:ok, _} = Native.append(%{written | guard: nil}, one) end},
+      {"`append/2` of 1 byte onto a 256 MiB sparse target",
+       fn -> {:ok, _} = Native.append(%{sparse | size: 256 * mib}, one) end},
+      {"`read/2` with a 64 MiB name", fn -> {:error, _} = Native.read(long_name, 0) end},
+      {"`write/2` of 256 MiB", fn -> {:ok, _} = Native.write(written, big) end},
+      {"`read/1` of 256 MiB", fn -> {:ok, _} = Native.read(%{written | size: 256 * mib}) end}
+    ]
 
     IO.puts("")
-    IO.puts("| 256 MiB call | took | worst gap of a 1 ms ticker |")
-    IO.puts("|---|---:|---:|")
+    IO.puts("| call | took | worst gap of a 1 ms ticker | over the noise |")
+    IO.puts("|---|---:|---:|---:|")
 
-    for {name, call} <- [
-          {"nothing: `Process.sleep(300)`, for the machine's own noise",
-           fn _ -> {:ok, Process.sleep(300)} end},
-          {"`write/2`", &Native.write(&1, data)},
-          {"`read/1`", &Native.read/1}
-        ] do
-      {us, result, gap} = with_ticker(fn -> call.(%{shm | size: byte_size(data)}) end)
-      {:ok, _} = result
-      IO.puts("| #{name} | #{ms(us * 1000)} | #{ms(gap)} |")
+    Enum.reduce(cases, nil, fn {name, call}, noise ->
+      # Each case once to warm up, then the worst of three; the garbage of
+      # each run is collected before the next, outside the measurement.
+      call.()
+
+      {us, gap} =
+        1..3
+        |> Enum.map(fn _ ->
+          :erlang.garbage_collect()
+          with_ticker(fn -> call.() && :ok end)
+        end)
+        |> Enum.max_by(&elem(&1, 1))
+
+      noise = noise || gap
+      IO.puts("| #{name} | #{ms(us * 1000)} | #{ms(gap)} | #{ms(max(gap - noise, 0))} |")
+      noise
+    end)
+
+    Enum.each([sparse, written], &Shmex.ensure_not_gc/1)
+  end
+
+  # A 64 MiB read of one segment, alone, then while a long write holds
+  # another segment and five readers queue for it. Readers waiting in a lock
+  # on the dirty schedulers would hold every one there is (one per core);
+  # parked, they hold none.
+  defp queued_read do
+    mib = 1_048_576
+    IO.puts(machine())
+    IO.puts("dirty CPU schedulers: #{:erlang.system_info(:dirty_cpu_schedulers_online)}")
+    mine = busy(Shmex.new(:binary.copy(<<1>>, 64 * mib)))
+    theirs = busy(Shmex.new(:binary.copy(<<2>>, 64 * mib)))
+    # Writing 2 GiB of fresh pages takes seconds: the queue lasts.
+    huge = :binary.copy(<<5>>, 2048 * mib)
+    alone = median_read_ms(mine)
+
+    parent = self()
+    writer = spawn(fn -> send(parent, {:written, Native.write(theirs, huge)}) end)
+    Process.sleep(50)
+    readers = for _ <- 1..5, do: spawn(fn -> Native.read(theirs) end)
+    Process.sleep(50)
+    queued = median_read_ms(mine)
+    still_writing = Process.alive?(writer)
+    receive do: ({:written, {:ok, _}} -> :ok)
+    Enum.each(readers, &Process.exit(&1, :kill))
+
+    IO.puts("")
+    IO.puts("| 64 MiB `read/1` | median of 7 |")
+    IO.puts("|---|---:|")
+    IO.puts("| alone | #{:erlang.float_to_binary(alone, decimals: 2)} ms |")
+
+    IO.puts(
+      "| while a write holds another segment and five readers queue for it | " <>
+        "#{:erlang.float_to_binary(queued, decimals: 2)} ms (#{:erlang.float_to_binary(queued / alone, decimals: 2)} × alone) |"
+    )
+
+    unless still_writing, do: IO.puts("(the write ended before the last read: rerun)")
+  end
+
+  defp median_read_ms(shm) do
+    for _ <- 1..7 do
+      :erlang.garbage_collect()
+      :timer.tc(fn -> {:ok, _} = Native.read(shm) end) |> elem(0)
     end
+    |> median()
+    |> Kernel./(1000)
+  end
+
+  # Used often enough to be kept open and mapped.
+  defp busy(shm) do
+    for _ <- 1..4, do: {:ok, _} = Native.read(shm, 1)
+    shm
   end
 
   # Runs `fun` while a process that wants to run every millisecond records
@@ -157,10 +237,10 @@ defmodule Shmex.Bench do
     parent = self()
     ticker = spawn(fn -> tick(parent, System.monotonic_time(:nanosecond), 0) end)
     receive do: (:ticking -> :ok)
-    {us, result} = :timer.tc(fun)
+    {us, _result} = :timer.tc(fun)
     send(ticker, :stop)
     gap = receive do: ({:worst_gap, gap} -> gap)
-    {us, result, gap}
+    {us, gap}
   end
 
   defp tick(parent, last, worst) do

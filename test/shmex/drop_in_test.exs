@@ -8,26 +8,38 @@ defmodule Shmex.DropInTest do
   alias Shmex.Test.{Beam, Segments}
 
   describe "a collected guard" do
-    test "unlinks its name at once: the name can be allocated again right away" do
+    test "of a process that exited unlinks its name at once: it can be allocated again" do
       name = Segments.unique_name()
 
+      # As in 0.5.1's own suite, whose every test allocates the same name:
+      # each owner's name is free once the owner is seen to be gone.
       for round <- 1..50 do
-        # Each round's name is free only if the last round's guard unlinked
-        # it while it was collected.
-        assert allocate_and_forget(name, round) == :ok
-        :erlang.garbage_collect()
+        owner = spawn(fn -> {:ok, _} = Native.allocate(%Shmex{name: name, capacity: round}) end)
+        ref = Process.monitor(owner)
+        assert_receive {:DOWN, ^ref, :process, ^owner, :normal}
+        refute Segments.exists?(name)
       end
-
-      refute Segments.exists?(name)
     end
 
-    test "of a process that exited unlinks its name once the exit is seen" do
+    test "collected by a garbage collection unlinks its name there and then" do
       name = Segments.unique_name()
-      owner = spawn(fn -> {:ok, _} = Native.allocate(%Shmex{name: name}) end)
-      ref = Process.monitor(owner)
-      assert_receive {:DOWN, ^ref, :process, ^owner, :normal}
-      assert {:ok, shm} = Native.allocate(%Shmex{name: name})
-      Shmex.ensure_not_gc(shm)
+      parent = self()
+
+      owner =
+        spawn_link(fn ->
+          {:ok, _shm} = Native.allocate(%Shmex{name: name})
+          send(parent, :allocated)
+          receive do: (:collect -> :erlang.garbage_collect())
+          send(parent, :collected)
+          receive do: (:done -> :ok)
+        end)
+
+      assert_receive :allocated
+      assert Segments.exists?(name)
+      send(owner, :collect)
+      assert_receive :collected
+      refute Segments.exists?(name)
+      send(owner, :done)
     end
 
     test "does not remove a segment that replaced its own under the same name" do
@@ -108,13 +120,6 @@ defmodule Shmex.DropInTest do
       assert {:ok, %{origin: :camera} = shm} = Native.append(shm, Shmex.new("g"))
       assert {:ok, %{origin: :camera} = shm} = Native.trim(shm, 1)
       assert {:ok, %{origin: :camera}} = Native.set_capacity(shm, 3)
-    end
-  end
-
-  defp allocate_and_forget(name, capacity) do
-    case Native.allocate(%Shmex{name: name, capacity: capacity}) do
-      {:ok, _shm} -> :ok
-      error -> {capacity, error}
     end
   end
 

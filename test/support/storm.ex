@@ -60,12 +60,16 @@ defmodule Shmex.Test.Storm do
   defp call(:read, shm, _data), do: Native.read(shm)
   defp call(:write, shm, data), do: Native.write(shm, data)
   defp call(:split_at, shm, _data), do: Native.split_at(shm, 1)
-  defp call(:append_target, shm, _data), do: Native.append(shm, Shmex.new("x"))
-  defp call(:append_source, shm, _data), do: Native.append(Shmex.new("x"), shm)
+  defp call(:append_target, shm, _data), do: with({:ok, x} <- small(), do: Native.append(shm, x))
+  defp call(:append_source, shm, _data), do: with({:ok, x} <- small(), do: Native.append(x, shm))
   defp call(:trim, shm, _data), do: Native.trim(shm, 1)
   defp call(:set_capacity, shm, _data), do: Native.set_capacity(shm, div(@size, 2))
   defp call(:c_api, shm, _data), do: ShmexCClient.Nif.checksum(shm)
   defp call(:rust_api, shm, _data), do: ShmexExample.Nif.checksum(shm)
+
+  defp small do
+    with {:ok, shm} <- Native.allocate(%Shmex{capacity: 1}), do: Native.write(shm, "x")
+  end
 
   @reasons [:invalid_payload, {:enoent, :shm_open}, {:enospc, :ftruncate}]
 
@@ -122,7 +126,18 @@ defmodule Shmex.Test.Storm do
   defp start_shrinker(:os_punch_and_fill, segments), do: python(@punch_and_fill, segments)
 
   defp start_shrinker(:vm_handles, segments) do
-    spawn_link(fn -> shrink_through_handles(segments) end)
+    spawn_link(fn ->
+      # A second guard of a segment unlinks it when collected (as in 0.5.1):
+      # they live as long as the storm.
+      handles =
+        Enum.flat_map(segments, fn shm ->
+          "/" <> bare = shm.name
+          {:ok, second} = Native.add_guard(%{shm | guard: nil})
+          [%{shm | guard: nil}, second, %{shm | name: bare, guard: nil}]
+        end)
+
+      shrink_through_handles(handles)
+    end)
   end
 
   defp python(script, segments) do
@@ -135,24 +150,21 @@ defmodule Shmex.Test.Storm do
 
   # Shrinks and regrows each segment through handles other than its guard:
   # a copy without the guard, a second guard, the name without its slash.
-  defp shrink_through_handles(segments) do
-    for shm <- segments do
-      "/" <> bare = shm.name
-      {:ok, second} = Native.add_guard(%{shm | guard: nil})
-
-      for handle <- [%{shm | guard: nil}, second, %{shm | name: bare, guard: nil}] do
-        Native.set_capacity(%{handle | size: 0, capacity: 0}, 0)
-        Native.set_capacity(%{handle | size: 0, capacity: 0}, @size)
-      end
+  defp shrink_through_handles(handles) do
+    for handle <- handles do
+      {:ok, _} = Native.set_capacity(%{handle | size: 0, capacity: 0}, 0)
+      {:ok, _} = Native.set_capacity(%{handle | size: 0, capacity: 0}, @size)
     end
 
-    shrink_through_handles(segments)
+    # Turns are not handed out in order: a loop with no pause would keep
+    # the calls it makes wait, as any writer in a tight loop would.
+    Process.sleep(1)
+    shrink_through_handles(handles)
   end
 
   defp stop_shrinker(port) when is_port(port) do
     {:os_pid, os_pid} = Port.info(port, :os_pid)
     System.cmd("kill", ["#{os_pid}"])
-    Port.close(port)
   end
 
   defp stop_shrinker(pid) do

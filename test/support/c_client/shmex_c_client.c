@@ -260,7 +260,7 @@ static ERL_NIF_TERM result_name(ErlNifEnv *env, int argc, const ERL_NIF_TERM arg
 }
 
 static ErlNifFunc functions[] = {
-    {"allocate", 2, allocate, 0},       {"checksum", 1, checksum, 0},
+    {"allocate", 2, allocate, 0},       {"checksum", 1, checksum, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"write", 2, write_data, 0},             {"resize", 2, resize, 0},
     {"misuse", 1, misuse, 0},           {"guard", 1, guard, 0},
     {"parse", 1, parse, 0},             {"unlink", 1, unlink_segment, 0},

@@ -1,0 +1,103 @@
+defmodule Shmex.FairnessTest do
+  # A NIF library shares the VM with everything else on the node: it must
+  # not hold schedulers while waiting, take the descriptors others need, or
+  # commit memory for a call that fails.
+  use ExUnit.Case, async: true
+
+  import Bitwise
+  alias Shmex.Native
+  alias Shmex.Native.Nif
+  alias Shmex.Test.{Beam, Segments}
+
+  test "a call on a busy segment parks instead of waiting on a scheduler, and is told when to retry" do
+    data = :binary.copy(<<1>>, 64 <<< 20)
+    shm = Shmex.new(data)
+    parent = self()
+
+    # A long write holds the segment; a read arriving meanwhile parks.
+    outcome =
+      Enum.find_value(1..50, fn _ ->
+        writer = spawn_link(fn -> send(parent, {:written, Native.write(shm, data)}) end)
+        Process.sleep(2)
+        result = Nif.read_dirty(shm, 1)
+        assert_receive {:written, {:ok, _}}, 10_000
+        _ = writer
+
+        case result do
+          {:wait, token} -> {:parked, token}
+          {:ok, _} -> nil
+        end
+      end)
+
+    assert {:parked, token} = outcome
+    # The wake-up comes once the write is done, and the call then runs.
+    assert_receive {:shmex_segment_free, ^token}, 5_000
+    assert Native.read(shm, 1) == {:ok, <<1>>}
+  end
+
+  test "readers of one segment run together" do
+    shm = Shmex.new(:binary.copy(<<2>>, 4 <<< 20))
+
+    results =
+      1..8
+      |> Task.async_stream(fn _ -> for _ <- 1..20, do: Native.read(shm) end, max_concurrency: 8)
+      |> Enum.flat_map(fn {:ok, reads} -> reads end)
+
+    assert Enum.all?(results, &match?({:ok, <<2, _::binary>>}, &1))
+  end
+
+  @tag :beam
+  test "with 64 descriptors, 20 segments are made and read and 24 files can still be opened" do
+    code = ~S"""
+    segments = for i <- 1..20, do: Shmex.new(:binary.copy(<<i>>, 10_000))
+    for _ <- 1..3, shm <- segments, do: {:ok, _} = Shmex.Native.read(shm)
+    files = for _ <- 1..24, do: File.open!("/dev/null")
+    IO.puts("kept open: #{Shmex.Native.Nif.stats().kept_open}, files: #{length(files)}")
+    Enum.each(segments, &Shmex.ensure_not_gc/1)
+    """
+
+    {output, status} = Beam.run(code, ulimit: "-n 64")
+    assert status == 0, output
+    assert output =~ "files: 24"
+  end
+
+  @tag :beam
+  test "a read the address space cannot hold is {:enomem, :mmap}, and commits nothing" do
+    # A 2 GiB sparse segment, read whole by a VM allowed 2.5 GB of address space.
+    code = ~S"""
+    shm = Shmex.empty(2 <<< 30)
+    IO.inspect(Shmex.Native.read(%{shm | size: shm.capacity}), label: "read")
+    {blocks, 0} = System.cmd("stat", ["-c", "%b", "/dev/shm" <> shm.name])
+    IO.puts("blocks: #{String.trim(blocks)}")
+    Shmex.ensure_not_gc(shm)
+    IO.puts("alive")
+    """
+
+    {output, status} = Beam.run("import Bitwise\n" <> code, ulimit: "-v 2500000")
+    assert status == 0, output
+    assert output =~ "read: {:error, {:enomem, :mmap}}"
+    assert output =~ "blocks: 0"
+    assert output =~ "alive"
+  end
+
+  test "a read larger than all memory commits nothing either" do
+    shm = Shmex.empty(1 <<< 46)
+    assert Native.read(%{shm | size: shm.capacity}) == {:error, {:enomem, :mmap}}
+    {blocks, 0} = System.cmd("stat", ["-c", "%b", Segments.path(shm)])
+    assert String.trim(blocks) == "0"
+    Shmex.ensure_not_gc(shm)
+  end
+
+  test "an over-long name is refused at once, by every call" do
+    shm = Shmex.new("x")
+    # 64 MiB: refused as too long without being read or copied.
+    huge = %{shm | name: :binary.copy("a", 64 <<< 20), guard: nil}
+    too_long = {:error, {:enametoolong, :shm_open}}
+
+    assert Nif.read(huge, 1) == too_long
+    assert Native.write(huge, "y") == too_long
+    assert Native.append(shm, huge) == too_long
+    assert Native.add_guard(huge) == too_long
+    assert Native.allocate(%Shmex{name: huge.name}) == too_long
+  end
+end

@@ -1,0 +1,3 @@
+#pragma once
+
+#include "_generated/payloads.h"
