@@ -117,6 +117,26 @@ defmodule Shmex.CApiTest do
              [:ok, :shm_open, :ftruncate, :mmap, :shm_is_mapped, :invalid_payload, :unknown]
   end
 
+  test "a C file using the whole 0.5.1 C API builds as bundlex builds natives" do
+    # -std=c11, and implicit declarations as errors (GCC 14's default); every
+    # function it names is defined by the archive.
+    surface = Path.expand("../support/c_client/api_surface.c", __DIR__)
+    library = Path.join(Shmex.Test.NativeBuild.scratch_dir(), "api_surface.so")
+
+    flags =
+      ~w(-std=c11 -Wall -Wextra -Werror -Werror=implicit-function-declaration -DBUNDLEX_NIF) ++
+        ~w(-fPIC -shared) ++ String.split(Shmex.Build.cflags(:nif))
+
+    link = String.split(Shmex.Build.ldflags(:nif))
+
+    assert {_, 0} =
+             System.cmd("gcc", flags ++ [surface, "-o", library | link], stderr_to_stdout: true)
+
+    {undefined, 0} = System.cmd("nm", ["-u", library])
+    assert undefined =~ "enif_"
+    refute undefined =~ "shmex_"
+  end
+
   test "unlink removes the segment by name" do
     shm = Shmex.new("doomed")
     assert C.unlink(shm) == :ok

@@ -164,6 +164,7 @@ defmodule Shmex.NativeTest do
       assert Native.read(gone) == {:error, {:enoent, :shm_open}}
     end
 
+    @tag skip: Shmex.Test.Space.lacking(2 * (64 <<< 20), "a 64 MiB round trip")
     test "round-trip 64 MiB" do
       data = :crypto.strong_rand_bytes(64 <<< 20)
       shm = filled!(data)
@@ -276,6 +277,7 @@ defmodule Shmex.NativeTest do
   describe "scheduling" do
     alias Shmex.Native.Nif
 
+    @tag skip: Shmex.Test.Space.lacking(2 * (8 <<< 20), "an 8 MiB write")
     test "work too long for a normal scheduler is refused there, changing nothing" do
       shm = filled!("small")
       big = :binary.copy(<<1>>, 8 <<< 20)
@@ -289,6 +291,7 @@ defmodule Shmex.NativeTest do
       assert read!(written) == big
     end
 
+    @tag skip: Shmex.Test.Space.lacking(3 * (24 <<< 20), "24 MiB calls")
     test "every copying call reschedules, and Shmex.Native follows it to a dirty scheduler" do
       data = :binary.copy(<<2>>, 24 <<< 20)
       shm = filled!(data)

@@ -10,6 +10,7 @@ defmodule Shmex.ScaleTest do
   @segments 70_000
 
   @tag timeout: 300_000
+  @tag skip: Shmex.Test.Space.lacking(@segments * 4096, "70,000 segments of a page")
   test "70,000 live, guarded, written segments all read back" do
     before = Segments.held()
 

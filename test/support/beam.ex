@@ -65,7 +65,9 @@ defmodule Shmex.Test.Beam do
     limits = opts |> Keyword.get_values(:ulimit) |> Enum.map_join(&"ulimit #{&1} && ")
     mount = if mb = opts[:shm_megabytes], do: mount(mb) <> " && ", else: ""
     inner = ~s(#{limits}#{mount}exec elixir -pa "$1" -e "$2")
-    script = if opts[:shm_megabytes], do: ~s(exec unshare -m sh -c '#{inner}' sh "$1" "$2"), else: inner
+
+    script =
+      if opts[:shm_megabytes], do: ~s(exec unshare -m sh -c '#{inner}' sh "$1" "$2"), else: inner
 
     [
       :binary,

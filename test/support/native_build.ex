@@ -33,6 +33,19 @@ defmodule Shmex.Test.NativeBuild do
     output
   end
 
+  @doc """
+  Compiles and links the C node `source` against the C-node API that
+  `mix compile` installed, with ei; the executable's path.
+  """
+  def gcc_cnode!(source) do
+    output = Path.join(scratch_dir(), Path.basename(source, ".c"))
+    ei = Path.join(:code.lib_dir(:erl_interface), "lib")
+    flags = ~w(-std=c11 -Wall -Wextra -Werror -O2)
+    link = split(Shmex.Build.ldflags(:cnode)) ++ ["-L#{ei}", "-lei", "-lpthread"]
+    run!("gcc", flags ++ split(Shmex.Build.cflags(:cnode)) ++ [source, "-o", output] ++ link)
+    output
+  end
+
   @doc "Copies `library` into this run's scratch directory as `name.so`; the path without `.so`."
   def stage!(library, name) do
     target = Path.join(scratch_dir(), "#{name}.so")

@@ -143,9 +143,9 @@ defmodule Shmex.Test.Storm do
   defp python(script, segments) do
     paths = Enum.map(segments, &Path.join("/dev/shm", String.trim_leading(&1.name, "/")))
 
-    Port.open({:spawn_executable, System.find_executable("python3")}, [
+    Port.open({:spawn_executable, System.find_executable("python3")},
       args: ["-c", script, "#{@size}" | paths]
-    ])
+    )
   end
 
   # Shrinks and regrows each segment through handles other than its guard:
