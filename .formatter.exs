@@ -1,3 +1,8 @@
 [
-  inputs: ["{mix,.formatter}.exs", "{config,lib,test,bench,examples}/**/*.{ex,exs}"]
+  inputs: [
+    "{mix,.formatter,bundlex}.exs",
+    "{config,lib,test,bench,examples,mix}/**/*.{ex,exs}",
+    "integration/unifex/{mix,bundlex,.formatter}.exs",
+    "integration/unifex/{lib,test}/**/*.{ex,exs}"
+  ]
 ]

@@ -22,6 +22,7 @@ defmodule Shmex.MixProject do
         "POSIX shared memory for Elixir: a drop-in replacement for Shmex 0.5.1, in Rust",
       package: [
         licenses: ["Apache-2.0"],
+        links: %{"Shmex 0.5.1, the API this replaces" => "https://hexdocs.pm/shmex/0.5.1"},
         # Every workspace member: cargo refuses a workspace with one missing.
         files: ~w(lib mix native Cargo.toml Cargo.lock mix.exs bundlex.exs README.md)
       ]

@@ -62,15 +62,21 @@ defmodule Shmex.Mix.Archive do
         # One object of everything, then only the API global (and debug
         # info and LLVM bitcode dropped), then the unused sections dropped:
         # the linker only drops sections no global symbol defines.
-        run!(cc, ["-r", "-nostdlib", "-o", whole, "-Wl,--whole-archive", staticlib] ++
-          ["-Wl,--no-whole-archive"])
+        run!(
+          cc,
+          ["-r", "-nostdlib", "-o", whole, "-Wl,--whole-archive", staticlib] ++
+            ["-Wl,--no-whole-archive"]
+        )
 
-        run!("objcopy", [
-          "--strip-debug",
-          "--remove-section=.llvmbc",
-          "--remove-section=.llvmcmd",
-          "--keep-global-symbols=#{list}" | if(weak, do: ["--weaken"], else: [])
-        ] ++ [whole, local])
+        run!(
+          "objcopy",
+          [
+            "--strip-debug",
+            "--remove-section=.llvmbc",
+            "--remove-section=.llvmcmd",
+            "--keep-global-symbols=#{list}" | if(weak, do: ["--weaken"], else: [])
+          ] ++ [whole, local]
+        )
 
         roots = Enum.map(exports, &"-Wl,-u,#{&1}")
         run!(cc, ["-r", "-nostdlib", "-Wl,--gc-sections"] ++ roots ++ ["-o", final, local])
@@ -83,8 +89,11 @@ defmodule Shmex.Mix.Archive do
 
   defp run!(command, args) do
     case System.cmd(command, args, stderr_to_stdout: true) do
-      {_, 0} -> :ok
-      {output, status} -> Mix.raise("#{command} #{Enum.join(args, " ")} failed (#{status}):\n#{output}")
+      {_, 0} ->
+        :ok
+
+      {output, status} ->
+        Mix.raise("#{command} #{Enum.join(args, " ")} failed (#{status}):\n#{output}")
     end
   end
 end

@@ -48,7 +48,11 @@ defmodule Mix.Tasks.Compile.ShmexNative do
       copy(headers.nif_compat, Path.join(installed, "include/shmex/lib_nif.h")),
       copy(headers.cnode, Path.join(installed, "include_cnode/shmex/shmex.h")),
       archive(nif_lib, [headers.lib, headers.nif], Path.join(installed, "lib/libshmex.a")),
-      archive(cnode_lib, [headers.lib, headers.cnode], Path.join(installed, "lib/libshmex_cnode.a")),
+      archive(
+        cnode_lib,
+        [headers.lib, headers.cnode],
+        Path.join(installed, "lib/libshmex_cnode.a")
+      ),
       archive(cnode_lib, [headers.lib], Path.join(installed, "lib/libshmex_lib.a"), weak: true)
     ]
 

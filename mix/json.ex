@@ -49,7 +49,16 @@ defmodule Shmex.Mix.JSON do
     end
   end
 
-  @escapes %{?" => ?", ?\\ => ?\\, ?/ => ?/, ?b => ?\b, ?f => ?\f, ?n => ?\n, ?r => ?\r, ?t => ?\t}
+  @escapes %{
+    ?" => ?",
+    ?\\ => ?\\,
+    ?/ => ?/,
+    ?b => ?\b,
+    ?f => ?\f,
+    ?n => ?\n,
+    ?r => ?\r,
+    ?t => ?\t
+  }
 
   defp string("\"" <> rest, acc), do: {IO.iodata_to_binary(Enum.reverse(acc)), rest}
 

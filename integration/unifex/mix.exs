@@ -36,8 +36,11 @@ defmodule Payloads.MixProject do
   # Shmex as a path dependency, or as a git one (SHMEX_GIT: a repository URL).
   defp shmex do
     case System.get_env("SHMEX_GIT") do
-      nil -> {:shmex, path: @shmex_root, override: true}
-      url -> {:shmex, git: url, branch: System.get_env("SHMEX_GIT_BRANCH", "main"), override: true}
+      nil ->
+        {:shmex, path: @shmex_root, override: true}
+
+      url ->
+        {:shmex, git: url, branch: System.get_env("SHMEX_GIT_BRANCH", "main"), override: true}
     end
   end
 end

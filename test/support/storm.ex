@@ -82,11 +82,13 @@ defmodule Shmex.Test.Storm do
   defp classify(_kind, {:error, reason}) when reason in @reasons, do: {:error, reason}
   defp classify(_kind, other), do: {:bad, other}
 
-  # Another OS process truncates every segment to 0 and back, as fast as it can.
+  # Another OS process truncates every segment to 0 and back, as fast as it
+  # can (and ends when its stdin closes: when this VM is gone).
   @truncate """
-  import os, sys
-  paths = sys.argv[2:]
+  import os, sys, threading
+  threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
   size = int(sys.argv[1])
+  paths = sys.argv[2:]
   while True:
       for path in paths:
           try:
@@ -97,9 +99,11 @@ defmodule Shmex.Test.Storm do
   """
 
   # Another OS process punches holes in every segment and fills /dev/shm
-  # meanwhile, so that the holes cannot be filled again.
+  # meanwhile, so that the holes cannot be filled again (and ends when its
+  # stdin closes).
   @punch_and_fill """
-  import ctypes, os, sys
+  import ctypes, os, sys, threading
+  threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
   libc = ctypes.CDLL(None, use_errno=True)
   PUNCH = 0x02 | 0x01  # FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
   size = int(sys.argv[1])

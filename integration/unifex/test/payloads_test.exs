@@ -13,7 +13,9 @@ defmodule PayloadsTest do
     shm = Shmex.new(data)
     assert Payloads.checksum(shm) == {:ok, sum(data)}
     assert {:ok, %Shmex{} = reversed} = Payloads.reversed(shm)
-    assert Native.read(reversed) == {:ok, data |> :binary.bin_to_list() |> Enum.reverse() |> :binary.list_to_bin()}
+
+    assert Native.read(reversed) ==
+             {:ok, data |> :binary.bin_to_list() |> Enum.reverse() |> :binary.list_to_bin()}
   end
 
   test "binaries stay binaries" do
@@ -80,7 +82,9 @@ defmodule PayloadsTest do
       shm = Shmex.new(data)
       assert Payloads.checksum(shm) == {:ok, sum(data)}
       assert {:ok, reversed} = Payloads.reversed(shm)
-      assert Native.read(reversed) == {:ok, data |> :binary.bin_to_list() |> Enum.reverse() |> :binary.list_to_bin()}
+
+      assert Native.read(reversed) ==
+               {:ok, data |> :binary.bin_to_list() |> Enum.reverse() |> :binary.list_to_bin()}
     end
   end
 
