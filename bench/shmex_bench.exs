@@ -30,6 +30,7 @@ defmodule Shmex.Bench do
 
   defp table do
     IO.puts(machine())
+    floor()
     IO.puts("")
     IO.puts("| call | size | ns per call | MB/s | × :binary.copy/1 |")
     IO.puts("|---|---:|---:|---:|---:|")
@@ -55,6 +56,26 @@ defmodule Shmex.Bench do
         "| `:binary.copy/1` | #{human(size)} | #{round(copy_ns)} | #{mb_per_s(size, copy_ns)} | 1.00 |"
       )
     end
+  end
+
+  # The same system calls in a C loop (bench/syscall_floor.c): what the
+  # kernel alone costs here, for the small calls.
+  defp floor do
+    source = Path.join(__DIR__, "syscall_floor.c")
+    binary = Path.join(System.tmp_dir!(), "shmex-floor-#{System.pid()}")
+
+    with gcc when is_binary(gcc) <- System.find_executable("gcc"),
+         {_, 0} <- System.cmd(gcc, ["-O2", source, "-o", binary], stderr_to_stdout: true),
+         {output, 0} <- System.cmd(binary, []) do
+      IO.puts(
+        "C floor of the same system calls, ns: " <>
+          String.replace(String.trim(output), "\n", ", ")
+      )
+    else
+      _ -> IO.puts("C floor: not measured (no gcc)")
+    end
+
+    File.rm(binary)
   end
 
   defp calls(size, data) do

@@ -50,6 +50,32 @@ defmodule Shmex.Native do
 
   alias Shmex.Native.Nif
 
+  # A scheduled NIF call (see Shmex.Native.Nif): made again on a dirty
+  # scheduler when it would hold a normal one too long, and again, whole,
+  # once the segment it waits for is free. No scheduler waits meanwhile:
+  # this process does.
+  defmacrop scheduled({name, _, args} = call) do
+    dirty = :"#{name}_dirty"
+
+    quote do
+      result =
+        case Nif.unquote(name)(unquote_splicing(args)) do
+          :reschedule -> Nif.unquote(dirty)(unquote_splicing(args))
+          result -> result
+        end
+
+      case result do
+        {:wait, token} ->
+          receive do
+            {:shmex_segment_free, ^token} -> unquote(call)
+          end
+
+        result ->
+          result
+      end
+    end
+  end
+
   @typedoc "Why a call failed; see the module docs."
   @type reason ::
           {:file.posix(), :shm_open | :ftruncate | :mmap}
@@ -119,7 +145,7 @@ defmodule Shmex.Native do
   @spec set_capacity(Shmex.t(), capacity :: non_neg_integer()) ::
           {:ok, Shmex.t()} | {:error, segment_error()}
   def set_capacity(shm, capacity) do
-    run(:set_capacity, [shm, capacity])
+    scheduled(set_capacity(shm, capacity))
   end
 
   @doc """
@@ -150,7 +176,7 @@ defmodule Shmex.Native do
   @spec read(Shmex.t(), read_size :: non_neg_integer()) ::
           {:ok, binary()} | {:error, :invalid_read_size | segment_error()}
   def read(shm, read_size) do
-    run(:read, [shm, read_size])
+    scheduled(read(shm, read_size))
   end
 
   @doc """
@@ -167,7 +193,7 @@ defmodule Shmex.Native do
   """
   @spec write(Shmex.t(), data :: binary()) :: {:ok, Shmex.t()} | {:error, segment_error()}
   def write(shm, data) do
-    run(:write, [shm, data])
+    scheduled(write(shm, data))
   end
 
   @doc """
@@ -187,7 +213,7 @@ defmodule Shmex.Native do
   @spec split_at(Shmex.t(), position :: non_neg_integer()) ::
           {:ok, {Shmex.t(), Shmex.t()}} | {:error, :invalid_position | segment_error()}
   def split_at(shm, position) do
-    run(:split_at, [shm, position])
+    scheduled(split_at(shm, position))
   end
 
   @doc """
@@ -205,7 +231,7 @@ defmodule Shmex.Native do
   @spec append(target :: Shmex.t(), source :: Shmex.t()) ::
           {:ok, Shmex.t()} | {:error, segment_error()}
   def append(target, source) do
-    run(:append, [target, source])
+    scheduled(append(target, source))
   end
 
   @doc """
@@ -242,28 +268,6 @@ defmodule Shmex.Native do
   @spec trim(Shmex.t(), bytes :: non_neg_integer()) ::
           {:ok, Shmex.t()} | {:error, :invalid_trim_size | segment_error()}
   def trim(shm, bytes) do
-    run(:trim, [shm, bytes])
-  end
-
-  # Runs a scheduled NIF call: again on a dirty scheduler when it would hold
-  # a normal one too long, and again once the segment it waits for is free.
-  defp run(call, args) do
-    {normal, dirty} = Nif.scheduled(call)
-
-    result =
-      case apply(normal, args) do
-        :reschedule -> apply(dirty, args)
-        result -> result
-      end
-
-    case result do
-      {:wait, token} ->
-        receive do
-          {:shmex_segment_free, ^token} -> run(call, args)
-        end
-
-      result ->
-        result
-    end
+    scheduled(trim(shm, bytes))
   end
 end

@@ -80,7 +80,9 @@ defmodule Shmex.Test.Segments do
     %{
       names: count_names(),
       descriptors: count_descriptors(&String.starts_with?(&1, "/dev/shm/")),
-      all_descriptors: count_descriptors(fn _ -> true end),
+      # The library keeps one descriptor on /dev/shm itself for good, from
+      # its first call on: not a leak.
+      all_descriptors: count_descriptors(&(&1 != "/dev/shm")),
       mappings:
         "/proc/self/maps"
         |> File.read!()

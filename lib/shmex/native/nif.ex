@@ -2,11 +2,11 @@ defmodule Shmex.Native.Nif do
   @moduledoc false
   # Stubs replaced by the Rust NIF library (native/shmex_nif) when it loads.
   #
-  # The calls that copy or free data come twice: on a normal scheduler, where
-  # they answer `:reschedule` for work estimated at over a millisecond, and
-  # as `_dirty` twins on a dirty CPU scheduler. Any of them may answer
-  # `{:wait, token}` when the segment is busy. `Shmex.Native.run/2` handles
-  # both; `scheduled/1` gives it the twins.
+  # The calls that copy or free data (`@scheduled`, the one list of them on
+  # this side) come twice: on a normal scheduler, where they answer
+  # `:reschedule` for work estimated at over a millisecond, and as `_dirty`
+  # twins on a dirty CPU scheduler. Any of them may answer `{:wait, token}`
+  # when the segment is busy. `Shmex.Native` handles both (`scheduled/1`).
 
   @on_load :load
 
@@ -33,16 +33,10 @@ defmodule Shmex.Native.Nif do
 
   for {name, args} <- @scheduled do
     unused = Enum.map(args, &Macro.var(:"_#{&1}", __MODULE__))
-    dirty = :"#{name}_dirty"
-    arity = length(args)
 
     def unquote(name)(unquote_splicing(unused)), do: :erlang.nif_error(:nif_not_loaded)
-    def unquote(dirty)(unquote_splicing(unused)), do: :erlang.nif_error(:nif_not_loaded)
 
-    # The call on a normal scheduler and on a dirty one.
-    def scheduled(unquote(name)),
-      do:
-        {&(__MODULE__.unquote(name) / unquote(arity)),
-         &(__MODULE__.unquote(dirty) / unquote(arity))}
+    def unquote(:"#{name}_dirty")(unquote_splicing(unused)),
+      do: :erlang.nif_error(:nif_not_loaded)
   end
 end

@@ -73,19 +73,22 @@ impl Scheduling for OnScheduler {
             return Ok(entry.lock(access));
         }
         static TOKENS: AtomicU64 = AtomicU64::new(0);
-        let token = TOKENS.fetch_add(1, Ordering::Relaxed);
         let caller = self.caller;
-        let wake = move || -> Wake {
+        // The token is drawn only for a call that parks.
+        let token = std::cell::Cell::new(0);
+        let wake = || -> Wake {
+            let drawn = TOKENS.fetch_add(1, Ordering::Relaxed);
+            token.set(drawn);
             Box::new(move || {
                 // The caller may be gone: nothing to tell then.
                 let _ = OwnedEnv::new().send_and_clear(&caller, |env| {
-                    (atoms::shmex_segment_free(), token).encode(env)
+                    (atoms::shmex_segment_free(), drawn).encode(env)
                 });
             })
         };
         entry
             .lock_or_park(access, wake)
-            .map_err(|_parked| Refusal::Wait(token))
+            .map_err(|_parked| Refusal::Wait(token.get()))
     }
 
     fn admit(&self, cost: Cost) -> std::result::Result<(), Refusal> {
