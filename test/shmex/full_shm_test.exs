@@ -36,6 +36,23 @@ defmodule Shmex.FullShmTest do
       error in Shmex.Error -> IO.inspect(error.reason, label: "new raises")
     end
 
+    # Fill /dev/shm page by page, then write within one page of a segment
+    # with no pages yet: that write is not reserved first, pwrite refuses it.
+    fill = fn fill, kept ->
+      {:ok, page} = Native.allocate(%Shmex{capacity: 4096})
+
+      case Native.write(page, :binary.copy(<<3>>, 4096)) do
+        {:ok, page} -> fill.(fill, [page | kept])
+        error -> {error, page, kept}
+      end
+    end
+
+    {full, fresh, kept} = fill.(fill, [])
+    IO.inspect(full, label: "page write when full")
+    IO.inspect(Native.write(fresh, "tiny"), label: "tiny write when full")
+    IO.inspect(Native.read(%{fresh | size: 4}), label: "tiny write changed nothing")
+    IO.puts("filled #{length(kept)} pages")
+
     IO.puts("alive")
     """
 
@@ -50,6 +67,10 @@ defmodule Shmex.FullShmTest do
     assert output =~ "append: {:error, {:enospc, :ftruncate}}"
     assert output =~ ~s(data intact: {:ok, <<1, 1, 1, 1, 1, 1, 1, 1, 1, 1>>})
     assert output =~ "new raises: {:enospc, :ftruncate}"
+    assert output =~ "page write when full: {:error, {:enospc, :ftruncate}}"
+    assert output =~ "tiny write when full: {:error, {:enospc, :ftruncate}}"
+    assert output =~ "tiny write changed nothing: {:ok, <<0, 0, 0, 0>>}"
+    assert output =~ ~r/filled [1-9]\d* pages/
     assert output =~ "alive"
   end
 

@@ -104,7 +104,10 @@ mod tests {
         let theirs = Segment::create(&name, 5).unwrap();
         drop(guard);
         assert!(exists(&name));
-        assert_eq!(sys::status_of_name(&name).unwrap().identity, theirs.identity());
+        assert_eq!(
+            sys::status_of_name(&name).unwrap().identity,
+            theirs.identity()
+        );
         sys::unlink(&name);
     }
 

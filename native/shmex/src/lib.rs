@@ -68,11 +68,12 @@
 //!
 //! # Layers
 //!
-//! Each module depends only on those listed before it: `error`, `name`,
-//! `cost`, `sys` (OS calls), `io` (pread/pwrite loops), `mapping` (the one
-//! type with `unsafe`, and its SIGBUS handler), `segment`, `background`,
-//! `budget`, `exclusion` (a segment's lock), `registry` (one entry per
-//! segment), `guard`, `schedule`, `shm` (the operations), `term`, `internal`.
+//! Each module depends only on those listed before it (`.ci/layers` checks):
+//! `error`, `name`, `cost`, `sys` (OS calls), `io` (pread/pwrite loops),
+//! `mapping` (the one type with unsafe code, and its SIGBUS handler),
+//! `segment`, `background`, `budget`, `exclusion` (a segment's turns),
+//! `registry` (one entry per segment), `guard`, `schedule`, `shm` (the
+//! operations), `term`, `internal`.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 

@@ -27,7 +27,7 @@ use crate::error::Result;
 use crate::exclusion::{Access, Freed, Parked, Turns, Wake};
 use crate::mapping::Mapping;
 use crate::name::ShmName;
-use crate::segment::{Open, Segment};
+use crate::segment::{MappingKeeper, Open, Segment};
 
 /// Segments whose pages take longer than this to free are let go of in the
 /// background.
@@ -195,37 +195,6 @@ impl Entry {
         self.state().kept.is_some()
     }
 
-    /// Remembers `mapping` of the kept segment `open`, for later calls.
-    pub fn keep_mapping(&self, open: &Arc<Open>, mapping: &Arc<Mapping>) {
-        let mut state = self.state();
-        if let Some(kept) = state
-            .kept
-            .as_mut()
-            .filter(|kept| Arc::ptr_eq(&kept.open, open))
-        {
-            kept.mapping = Some(Arc::clone(mapping));
-        }
-    }
-
-    /// Forgets the mapping of the kept segment `open` if it is `mapping`:
-    /// it lost pages.
-    pub fn forget_mapping(&self, open: &Arc<Open>, mapping: &Arc<Mapping>) {
-        let mut state = self.state();
-        if let Some(kept) = state
-            .kept
-            .as_mut()
-            .filter(|kept| Arc::ptr_eq(&kept.open, open))
-        {
-            if kept
-                .mapping
-                .as_ref()
-                .is_some_and(|kept| Arc::ptr_eq(kept, mapping))
-            {
-                kept.mapping = None;
-            }
-        }
-    }
-
     /// Drops the kept segment if it is `open`: its name leads elsewhere.
     fn forget(&self, open: &Arc<Open>) {
         let mut state = self.state();
@@ -257,6 +226,36 @@ impl Entry {
     fn state(&self) -> MutexGuard<'_, State> {
         // Counters and a cache: a panic cannot leave them inconsistent.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl MappingKeeper for Entry {
+    fn keep_mapping(&self, open: &Arc<Open>, mapping: &Arc<Mapping>) {
+        let mut state = self.state();
+        if let Some(kept) = state
+            .kept
+            .as_mut()
+            .filter(|kept| Arc::ptr_eq(&kept.open, open))
+        {
+            kept.mapping = Some(Arc::clone(mapping));
+        }
+    }
+
+    fn forget_mapping(&self, open: &Arc<Open>, mapping: &Arc<Mapping>) {
+        let mut state = self.state();
+        if let Some(kept) = state
+            .kept
+            .as_mut()
+            .filter(|kept| Arc::ptr_eq(&kept.open, open))
+        {
+            if kept
+                .mapping
+                .as_ref()
+                .is_some_and(|kept| Arc::ptr_eq(kept, mapping))
+            {
+                kept.mapping = None;
+            }
+        }
     }
 }
 

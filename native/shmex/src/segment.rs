@@ -26,7 +26,6 @@ use crate::error::{Error, Result, Syscall};
 use crate::io;
 use crate::mapping::{Fault, Mapping};
 use crate::name::ShmName;
-use crate::registry::Entry;
 use crate::sys::{self, Identity, Status};
 
 /// How often [`Segment::create_unique`] draws a new name after `EEXIST`.
@@ -45,15 +44,25 @@ pub(crate) struct Open {
     allocated: AtomicU64,
 }
 
-/// An open segment for the length of one call, on behalf of the entry that
-/// keeps it open between calls (if one does).
+/// What keeps a segment's mapping between calls (its entry in the
+/// registry): told when a call maps the segment anew, and when a call finds
+/// that the mapping lost pages.
+pub(crate) trait MappingKeeper: std::fmt::Debug {
+    /// Keeps `mapping` of `open` for later calls.
+    fn keep_mapping(&self, open: &Arc<Open>, mapping: &Arc<Mapping>);
+    /// Forgets `mapping` of `open`, if kept: it lost pages.
+    fn forget_mapping(&self, open: &Arc<Open>, mapping: &Arc<Mapping>);
+}
+
+/// An open segment for the length of one call, on behalf of what keeps it
+/// open between calls (if anything does).
 #[derive(Debug)]
 pub(crate) struct Segment<'e> {
     open: Arc<Open>,
     /// The mapping to copy through, when the segment is busy enough.
     mapping: RefCell<Option<Arc<Mapping>>>,
     busy: bool,
-    entry: Option<&'e Entry>,
+    keeper: Option<&'e dyn MappingKeeper>,
     len: u64,
     /// Every page up to `len` is in memory (as of this call's start).
     no_holes: bool,
@@ -120,7 +129,7 @@ impl Segment<'_> {
         Ok(Segment::fresh(fd, status))
     }
 
-    /// Starts a call on a segment that `entry` keeps `open`, with its
+    /// Starts a call on a segment that `keeper` keeps `open`, with its
     /// `mapping`: reads its size. `None` when its name no longer leads to it
     /// (unlinked, perhaps replaced): it is not the segment the name means
     /// any more.
@@ -128,7 +137,7 @@ impl Segment<'_> {
         open: Arc<Open>,
         mapping: Option<Arc<Mapping>>,
         busy: bool,
-        entry: &'e Entry,
+        keeper: &'e dyn MappingKeeper,
     ) -> Result<Option<Segment<'e>>> {
         let status = sys::status_of(open.fd.as_fd())?;
         if !status.linked {
@@ -138,7 +147,7 @@ impl Segment<'_> {
             open,
             mapping,
             busy,
-            Some(entry),
+            Some(keeper),
             status,
         )))
     }
@@ -152,7 +161,7 @@ impl Segment<'_> {
         open: Arc<Open>,
         mapping: Option<Arc<Mapping>>,
         busy: bool,
-        entry: Option<&'e Entry>,
+        keeper: Option<&'e dyn MappingKeeper>,
         status: Status,
     ) -> Segment<'e> {
         if open.allocated() != status.allocated {
@@ -168,7 +177,7 @@ impl Segment<'_> {
             len: status.len,
             mapping: RefCell::new(mapping),
             busy,
-            entry,
+            keeper,
             open,
         }
     }
@@ -265,7 +274,11 @@ impl Segment<'_> {
             return Ok(());
         }
         let mapping = self.write_mapping(end);
-        self.reserve(offset, end)?;
+        // `pwrite` into one page gets that page or fails having changed
+        // nothing: only a mapping, or several pages, need reserving first.
+        if mapping.is_some() || !within_one_page(offset, end) {
+            self.reserve(offset, end)?;
+        }
         match mapping {
             Some(map) => map
                 .write(offset, data)
@@ -416,7 +429,7 @@ impl Segment<'_> {
     }
 
     /// The kept mapping if it covers `[0, end)`, else a new one of the whole
-    /// segment, kept instead (by the entry too, for later calls).
+    /// segment, kept instead (by the keeper too, for later calls).
     fn mapping_for(&self, end: u64) -> Result<Arc<Mapping>> {
         if let Some(map) = self.cached_mapping(end) {
             return Ok(map);
@@ -426,8 +439,8 @@ impl Segment<'_> {
             .and_then(NonZeroUsize::new)
             .ok_or(Error::Os(Errno::ENOMEM, Syscall::Mmap))?;
         let map = Arc::new(Mapping::new(self.fd(), len)?);
-        if let Some(entry) = self.entry {
-            entry.keep_mapping(&self.open, &map);
+        if let Some(keeper) = self.keeper {
+            keeper.keep_mapping(&self.open, &map);
         }
         *self.mapping.borrow_mut() = Some(Arc::clone(&map));
         Ok(map)
@@ -446,8 +459,8 @@ impl Segment<'_> {
     /// The faulted mapping is forgotten.
     fn lost<T>(&self, end: u64) -> Result<T> {
         let faulted = self.mapping.borrow_mut().take_if(|map| map.faulted());
-        if let (Some(map), Some(entry)) = (faulted, self.entry) {
-            entry.forget_mapping(&self.open, &map);
+        if let (Some(map), Some(keeper)) = (faulted, self.keeper) {
+            keeper.forget_mapping(&self.open, &map);
         }
         let shrunk = sys::status_of(self.fd()).map_or(true, |status| status.len < end);
         if !shrunk && sys::is_full(self.fd()) {
@@ -456,4 +469,9 @@ impl Segment<'_> {
             Err(Error::InvalidPayload)
         }
     }
+}
+
+/// Whether the non-empty range `[offset, end)` lies within one page.
+fn within_one_page(offset: u64, end: u64) -> bool {
+    offset / sys::page_size() == (end - 1) / sys::page_size()
 }

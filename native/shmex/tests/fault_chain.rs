@@ -44,7 +44,10 @@ fn install_previous() {
         action.sa_sigaction = previous as *const () as usize;
         action.sa_flags = libc::SA_SIGINFO;
         libc::sigemptyset(&mut action.sa_mask);
-        assert_eq!(libc::sigaction(libc::SIGBUS, &action, std::ptr::null_mut()), 0);
+        assert_eq!(
+            libc::sigaction(libc::SIGBUS, &action, std::ptr::null_mut()),
+            0
+        );
     }
 }
 
@@ -88,7 +91,10 @@ fn faults_in_our_mappings_are_absorbed_and_others_reach_the_previous_handler() {
     // SAFETY: the mapping covers 8192 bytes for its life; the page is gone
     // from the file, which the crate's handler absorbs.
     unsafe { mapping.as_ptr().add(4096).write_volatile(1) };
-    assert!(mapping.faulted(), "the crate absorbed the fault in its mapping");
+    assert!(
+        mapping.faulted(),
+        "the crate absorbed the fault in its mapping"
+    );
     assert_eq!(SEEN.load(Ordering::SeqCst), 0, "and did not pass it on");
     assert_eq!(internal::stats().faults_absorbed, 1);
 
