@@ -161,6 +161,8 @@ defmodule Shmex.Bench do
     written = busy(Shmex.new(big))
     sparse = Shmex.empty(256 * mib)
     one = Shmex.new("x")
+    four = busy(Shmex.new(:binary.copy(<<4>>, 4 * mib)))
+    four_data = :binary.copy(<<6>>, 4 * mib)
     long_name = %{one | name: :binary.copy("a", 64 * mib), guard: nil}
 
     cases = [
@@ -171,6 +173,8 @@ defmodule Shmex.Bench do
       {"`append/2` of 1 byte onto a 256 MiB sparse target",
        fn -> {:ok, _} = Native.append(%{sparse | size: 256 * mib}, one) end},
       {"`read/2` with a 64 MiB name", fn -> {:error, _} = Native.read(long_name, 0) end},
+      {"`write/2` of 4 MiB, 200 times in a loop (each fits a normal scheduler)",
+       fn -> for _ <- 1..200, do: {:ok, _} = Native.write(four, four_data) end},
       {"`write/2` of 256 MiB", fn -> {:ok, _} = Native.write(written, big) end},
       {"`read/1` of 256 MiB", fn -> {:ok, _} = Native.read(%{written | size: 256 * mib}) end}
     ]
@@ -197,7 +201,7 @@ defmodule Shmex.Bench do
       noise
     end)
 
-    Enum.each([sparse, written], &Shmex.ensure_not_gc/1)
+    Enum.each([sparse, written, four], &Shmex.ensure_not_gc/1)
   end
 
   # A 64 MiB read of one segment, alone, then while a long write holds

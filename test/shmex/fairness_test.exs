@@ -47,6 +47,26 @@ defmodule Shmex.FairnessTest do
     assert Enum.all?(results, &match?({:ok, <<2, _::binary>>}, &1))
   end
 
+  test "a long call on a normal scheduler is charged to its process's time slice" do
+    # Without the charge a NIF call costs a process next to nothing, and a
+    # loop of 0.2 ms copies would keep its scheduler from everyone else.
+    shm = Shmex.new(:binary.copy(<<3>>, 4 <<< 20))
+    for _ <- 1..4, do: {:ok, _} = Native.read(shm, 1)
+    data = :binary.copy(<<4>>, 4 <<< 20)
+
+    charged = fn call ->
+      {:reductions, before} = Process.info(self(), :reductions)
+      {:ok, _} = call.()
+      {:reductions, later} = Process.info(self(), :reductions)
+      later - before
+    end
+
+    # A 4 MiB copy through a mapping is a fifth of a slice (of ~4000
+    # reductions); a 64-byte one is nothing.
+    assert charged.(fn -> Nif.write(shm, data) end) >= 400
+    assert charged.(fn -> Nif.write(%{shm | size: 64}, binary_part(data, 0, 64)) end) < 100
+  end
+
   @tag :beam
   test "with 64 descriptors, 20 segments are made and read and 24 files can still be opened" do
     code = ~S"""

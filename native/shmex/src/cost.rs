@@ -85,6 +85,13 @@ impl Cost {
         Cost { picos }
     }
 
+    /// How many percent of `span` this takes, at most 100.
+    #[cfg_attr(not(feature = "nif"), allow(dead_code))] // for NIF time slices
+    pub fn percent_of(self, span: Duration) -> i32 {
+        let span_picos = span.as_nanos().saturating_mul(1000).max(1);
+        (u128::from(self.picos) * 100 / span_picos).min(100) as i32
+    }
+
     /// Whether work this long may run within `limit`.
     pub fn within(self, limit: Duration) -> bool {
         u128::from(self.picos) <= limit.as_nanos().saturating_mul(1000)
@@ -126,6 +133,13 @@ mod tests {
     #[test]
     fn a_first_mapping_costs_its_setup_even_when_small() {
         assert!(Cost::copy(Route::Mapped { warm: false }, 0) > Cost::copy(Route::Calls, 4096));
+    }
+
+    #[test]
+    fn a_cost_is_a_share_of_a_time_slice() {
+        assert_eq!(Cost::copy(WARM, 64).percent_of(MILLISECOND), 0);
+        assert_eq!(Cost::copy(WARM, 4 * MIB).percent_of(MILLISECOND), 20);
+        assert_eq!(Cost::fresh_pages(u64::MAX).percent_of(MILLISECOND), 100);
     }
 
     #[test]

@@ -27,10 +27,10 @@ pub enum Scheduler {
 }
 
 impl Scheduler {
-    fn of(self, env: Env) -> OnScheduler {
+    fn of(self, env: Env<'_>) -> OnScheduler<'_> {
         match self {
-            Scheduler::Normal => OnScheduler::normal(env.pid()),
-            Scheduler::Dirty => OnScheduler::dirty(env.pid()),
+            Scheduler::Normal => OnScheduler::normal(env),
+            Scheduler::Dirty => OnScheduler::dirty(env),
         }
     }
 }
@@ -151,7 +151,7 @@ fn resize<'a>(
     on: Scheduler,
     shm: Term<'a>,
     (count, argument): (Term<'a>, &str),
-    operation: impl FnOnce(&Shm, &OnScheduler, u64) -> Result<Claim, Refusal>,
+    operation: impl FnOnce(&Shm, &OnScheduler<'_>, u64) -> Result<Claim, Refusal>,
 ) -> NifResult<Term<'a>> {
     let shm = ShmexTerm::decode(shm, "shm")?;
     let count = decode_size(count, argument)?;

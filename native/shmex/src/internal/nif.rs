@@ -1,11 +1,12 @@
 //! The NIF library's scheduling of calls (`shmex_nif`): a call never waits
 //! for a busy segment, and on a normal scheduler refuses long work.
 
+use std::cell::Cell;
 use std::ops::DerefMut;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use rustler::{Encoder, LocalPid, OwnedEnv};
+use rustler::{Encoder, Env, OwnedEnv};
 
 use crate::cost::Cost;
 use crate::exclusion::{Access, Wake};
@@ -20,12 +21,20 @@ mod atoms {
 /// How long a call on a normal scheduler may take.
 const NORMAL_SCHEDULER: Duration = Duration::from_millis(1);
 
+/// A process's time slice on a scheduler, as `enif_consume_timeslice`
+/// counts it.
+const TIME_SLICE: Duration = Duration::from_millis(1);
+
 /// A NIF call: on a normal scheduler it refuses work longer than about a
-/// millisecond; on either it never waits for a busy segment, it parks, and
-/// the calling process waits for `{:shmex_segment_free, token}` instead.
-pub struct OnScheduler {
+/// millisecond, and tells the VM how much of its time slice the work it
+/// accepts takes; on either it never waits for a busy segment, it parks,
+/// and the calling process waits for `{:shmex_segment_free, token}` instead.
+pub struct OnScheduler<'a> {
     limit: Option<Duration>,
-    caller: LocalPid,
+    env: Env<'a>,
+    /// When admitted work long enough to count against the time slice
+    /// started: charged, as measured, when the call is done (dropped).
+    charged_from: Cell<Option<Instant>>,
 }
 
 /// Why a NIF call stopped short.
@@ -46,25 +55,27 @@ impl From<Error> for Refusal {
     }
 }
 
-impl OnScheduler {
-    /// A call by `caller` on a normal scheduler.
-    pub fn normal(caller: LocalPid) -> OnScheduler {
+impl<'a> OnScheduler<'a> {
+    /// A call in `env` on a normal scheduler.
+    pub fn normal(env: Env<'a>) -> OnScheduler<'a> {
         OnScheduler {
             limit: Some(NORMAL_SCHEDULER),
-            caller,
+            env,
+            charged_from: Cell::new(None),
         }
     }
 
-    /// A call by `caller` on a dirty scheduler: no time limit.
-    pub fn dirty(caller: LocalPid) -> OnScheduler {
+    /// A call in `env` on a dirty scheduler: no time limit.
+    pub fn dirty(env: Env<'a>) -> OnScheduler<'a> {
         OnScheduler {
             limit: None,
-            caller,
+            env,
+            charged_from: Cell::new(None),
         }
     }
 }
 
-impl Scheduling for OnScheduler {
+impl Scheduling for OnScheduler<'_> {
     type Refusal = Refusal;
 
     fn lock<'e>(&self, entry: &'e Entry, access: Access) -> std::result::Result<Held<'e>, Refusal> {
@@ -73,9 +84,9 @@ impl Scheduling for OnScheduler {
             return Ok(entry.lock(access));
         }
         static TOKENS: AtomicU64 = AtomicU64::new(0);
-        let caller = self.caller;
+        let caller = self.env.pid();
         // The token is drawn only for a call that parks.
-        let token = std::cell::Cell::new(0);
+        let token = Cell::new(0);
         let wake = || -> Wake {
             let drawn = TOKENS.fetch_add(1, Ordering::Relaxed);
             token.set(drawn);
@@ -92,9 +103,28 @@ impl Scheduling for OnScheduler {
     }
 
     fn admit(&self, cost: Cost) -> std::result::Result<(), Refusal> {
-        match self.limit {
-            Some(limit) if !cost.within(limit) => Err(Refusal::Reschedule),
-            _ => Ok(()),
+        let Some(limit) = self.limit else {
+            return Ok(());
+        };
+        if !cost.within(limit) {
+            return Err(Refusal::Reschedule);
+        }
+        // The VM charges a NIF call next to nothing unless told: a process
+        // making long calls in a loop would keep its scheduler from others.
+        // Work estimated at a percent of a time slice or more is timed.
+        if cost.percent_of(TIME_SLICE) > 0 {
+            self.charged_from.set(Some(Instant::now()));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for OnScheduler<'_> {
+    fn drop(&mut self) {
+        if let Some(start) = self.charged_from.get() {
+            let percent = start.elapsed().as_micros() * 100 / TIME_SLICE.as_micros();
+            let percent = i32::try_from(percent.clamp(1, 100)).unwrap_or(100);
+            rustler::schedule::consume_timeslice(self.env, percent);
         }
     }
 }
@@ -102,7 +132,7 @@ impl Scheduling for OnScheduler {
 /// `Shm::set_capacity` for a NIF call.
 pub fn set_capacity(
     shm: &Shm,
-    on: &OnScheduler,
+    on: &OnScheduler<'_>,
     capacity: u64,
 ) -> std::result::Result<Claim, Refusal> {
     shm.set_capacity_with(on, capacity)
@@ -112,7 +142,7 @@ pub fn set_capacity(
 /// cannot be made).
 pub fn read<B: DerefMut<Target = [u8]>>(
     shm: &Shm,
-    on: &OnScheduler,
+    on: &OnScheduler<'_>,
     len: u64,
     alloc: impl FnOnce(usize) -> Option<B>,
 ) -> std::result::Result<B, Refusal> {
@@ -120,25 +150,29 @@ pub fn read<B: DerefMut<Target = [u8]>>(
 }
 
 /// `Shm::write` for a NIF call.
-pub fn write(shm: &Shm, on: &OnScheduler, data: &[u8]) -> std::result::Result<Claim, Refusal> {
+pub fn write(shm: &Shm, on: &OnScheduler<'_>, data: &[u8]) -> std::result::Result<Claim, Refusal> {
     shm.write_with(on, data)
 }
 
 /// `Shm::split_at` for a NIF call.
 pub fn split_at(
     shm: &Shm,
-    on: &OnScheduler,
+    on: &OnScheduler<'_>,
     position: u64,
 ) -> std::result::Result<(Claim, Guard, Claim), Refusal> {
     shm.split_at_with(on, position)
 }
 
 /// `Shm::append` for a NIF call.
-pub fn append(shm: &Shm, on: &OnScheduler, source: &Shm) -> std::result::Result<Claim, Refusal> {
+pub fn append(
+    shm: &Shm,
+    on: &OnScheduler<'_>,
+    source: &Shm,
+) -> std::result::Result<Claim, Refusal> {
     shm.append_with(on, source)
 }
 
 /// `Shm::trim` for a NIF call.
-pub fn trim(shm: &Shm, on: &OnScheduler, bytes: u64) -> std::result::Result<Claim, Refusal> {
+pub fn trim(shm: &Shm, on: &OnScheduler<'_>, bytes: u64) -> std::result::Result<Claim, Refusal> {
     shm.trim_with(on, bytes)
 }
