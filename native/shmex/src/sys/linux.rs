@@ -11,10 +11,10 @@ use std::sync::OnceLock;
 
 use nix::errno::Errno;
 use nix::fcntl::{self, AtFlags, OFlag};
-use nix::sys::stat::{self, FileStat, Mode};
+use nix::sys::stat::{self, Mode};
 use nix::unistd::{self, UnlinkatFlags};
 
-use super::{Identity, Status};
+use super::Status;
 use crate::error::{Context, Error, Result, Syscall};
 use crate::name::ShmName;
 
@@ -48,14 +48,7 @@ pub fn open(name: &ShmName) -> Result<OwnedFd> {
 pub fn status_of_name(name: &ShmName) -> Result<Status> {
     let stat = stat::fstatat(directory()?, canonical(name)?, AtFlags::AT_SYMLINK_NOFOLLOW)
         .during(Syscall::ShmOpen)?;
-    Ok(status(&stat))
-}
-
-/// What the open segment is now: a call to `fstat`.
-pub fn status_of(fd: BorrowedFd) -> Result<Status> {
-    stat::fstat(fd)
-        .during(Syscall::ShmOpen)
-        .map(|stat| status(&stat))
+    Ok(Status::of(&stat))
 }
 
 /// Removes the name; errors are ignored: it may be gone already.
@@ -87,25 +80,6 @@ pub fn total_memory() -> u64 {
             info.ram_total().saturating_add(info.swap_total())
         })
     })
-}
-
-/// Sets the size of the segment.
-pub fn resize(fd: BorrowedFd, len: u64) -> Result<()> {
-    unistd::ftruncate(fd, super::off_t(len, Syscall::Ftruncate)?).during(Syscall::Ftruncate)
-}
-
-fn status(stat: &FileStat) -> Status {
-    Status {
-        identity: Identity {
-            device: stat.st_dev,
-            inode: stat.st_ino,
-        },
-        len: u64::try_from(stat.st_size).unwrap_or(0),
-        linked: stat.st_nlink > 0,
-        allocated: u64::try_from(stat.st_blocks)
-            .unwrap_or(0)
-            .saturating_mul(512),
-    }
 }
 
 /// The shared memory directory, opened once.

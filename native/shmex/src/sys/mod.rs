@@ -4,10 +4,14 @@
 //!
 //! Owns nothing but OS calls; knows nothing of mappings, claims or guards.
 
+use std::os::fd::BorrowedFd;
+
 use nix::errno::Errno;
 use nix::libc;
+use nix::sys::stat::{self, FileStat};
+use nix::unistd;
 
-use crate::error::{Error, Result, Syscall};
+use crate::error::{Context, Error, Result, Syscall};
 
 #[cfg_attr(
     all(target_os = "linux", not(feature = "posix-sys")),
@@ -19,9 +23,7 @@ use crate::error::{Error, Result, Syscall};
 )]
 mod os;
 
-pub(crate) use os::{
-    create, is_full, open, reserve, resize, status_of, status_of_name, total_memory, unlink,
-};
+pub(crate) use os::{create, is_full, open, reserve, status_of_name, total_memory, unlink};
 
 /// Which file a segment is: two names or descriptors with the same identity
 /// reach the same bytes.
@@ -53,11 +55,37 @@ pub(crate) struct Status {
 }
 
 impl Status {
+    fn of(stat: &FileStat) -> Status {
+        Status {
+            identity: Identity {
+                device: stat.st_dev,
+                inode: stat.st_ino,
+            },
+            len: u64::try_from(stat.st_size).unwrap_or(0),
+            linked: stat.st_nlink > 0,
+            allocated: u64::try_from(stat.st_blocks)
+                .unwrap_or(0)
+                .saturating_mul(512),
+        }
+    }
+
     /// Whether every page up to the size is in memory, so that reading it
     /// through a mapping neither allocates nor can fail for lack of room.
     pub fn has_no_holes(&self) -> bool {
         self.allocated >= self.len.div_ceil(page_size()) * page_size()
     }
+}
+
+/// What the open segment is now: a call to `fstat`.
+pub(crate) fn status_of(fd: BorrowedFd) -> Result<Status> {
+    stat::fstat(fd)
+        .during(Syscall::ShmOpen)
+        .map(|stat| Status::of(&stat))
+}
+
+/// Sets the size of the segment.
+pub(crate) fn resize(fd: BorrowedFd, len: u64) -> Result<()> {
+    unistd::ftruncate(fd, off_t(len, Syscall::Ftruncate)?).during(Syscall::Ftruncate)
 }
 
 /// The size of a memory page.

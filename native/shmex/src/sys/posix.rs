@@ -13,10 +13,9 @@ use std::sync::OnceLock;
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::mman;
-use nix::sys::stat::{self, FileStat, Mode};
-use nix::unistd;
+use nix::sys::stat::Mode;
 
-use super::{Identity, Status};
+use super::{status_of, Status};
 use crate::error::{Context, Error, Result, Syscall};
 use crate::name::ShmName;
 
@@ -43,13 +42,6 @@ pub fn status_of_name(name: &ShmName) -> Result<Status> {
     let fd = mman::shm_open(posix(name)?.as_c_str(), OFlag::O_RDONLY, Mode::empty())
         .during(Syscall::ShmOpen)?;
     status_of(fd.as_fd())
-}
-
-/// What the open segment is now: a call to `fstat`.
-pub fn status_of(fd: BorrowedFd) -> Result<Status> {
-    stat::fstat(fd)
-        .during(Syscall::ShmOpen)
-        .map(|stat| status(&stat))
 }
 
 /// Removes the name; errors are ignored: it may be gone already.
@@ -82,25 +74,6 @@ pub fn is_full(fd: BorrowedFd) -> bool {
 pub fn total_memory() -> u64 {
     static TOTAL: OnceLock<u64> = OnceLock::new();
     *TOTAL.get_or_init(|| u64::try_from(isize::MAX).unwrap_or(u64::MAX))
-}
-
-/// Sets the size of the segment.
-pub fn resize(fd: BorrowedFd, len: u64) -> Result<()> {
-    unistd::ftruncate(fd, super::off_t(len, Syscall::Ftruncate)?).during(Syscall::Ftruncate)
-}
-
-fn status(stat: &FileStat) -> Status {
-    Status {
-        identity: Identity {
-            device: stat.st_dev,
-            inode: stat.st_ino,
-        },
-        len: u64::try_from(stat.st_size).unwrap_or(0),
-        linked: stat.st_nlink > 0,
-        allocated: u64::try_from(stat.st_blocks)
-            .unwrap_or(0)
-            .saturating_mul(512),
-    }
 }
 
 /// The name as `shm_open(3)` takes it, or the error it would give.
