@@ -22,9 +22,19 @@ const FRESH_MEMORY: u64 = 350; // faulting in a new buffer (a result binary)
 /// Setting up a mapping, whatever its size.
 const MAP_SETUP_PICOS: u64 = 10_000_000;
 
+/// Freeing pages that takes longer than this is left to the background
+/// thread, off the caller's (a scheduler's, in a destructor).
+const FREE_HERE: Duration = Duration::from_micros(50);
+
 /// Buffers up to this size come from memory the allocator keeps warm; larger
 /// ones are fresh pages from the OS, each faulted in on first touch.
 const WARM_BUFFER: u64 = 256 << 10;
+
+/// Whether freeing `bytes` of a segment's pages is quick enough to do on
+/// the caller's thread.
+pub(crate) fn frees_quickly(bytes: u64) -> bool {
+    Cost::free_pages(bytes).within(FREE_HERE)
+}
 
 /// How a segment would copy a range.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

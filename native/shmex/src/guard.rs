@@ -6,18 +6,13 @@
 //! its entry's ([`crate::registry`]).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::background;
-use crate::cost::Cost;
+use crate::cost;
 use crate::name::ShmName;
 use crate::registry::{self, Entry};
 use crate::segment::Segment;
 use crate::sys::{self, Identity};
-
-/// Segments whose pages take longer than this to free are let go of in the
-/// background after their name is unlinked.
-const FREE_HERE: Duration = Duration::from_micros(50);
 
 /// Owns a segment's name: dropping the guard unlinks it, unless the name
 /// leads to another segment by then (someone else removed ours and made a
@@ -58,23 +53,35 @@ impl Guard {
 impl Drop for Guard {
     fn drop(&mut self) {
         self.entry.count_guard(false);
-        let Ok(status) = sys::status_of_name(&self.name) else {
-            return; // gone already
-        };
-        if status.identity != self.identity {
-            return;
-        }
-        // Unlinking the last link of a segment nobody has open frees its
-        // pages right here. When that takes long, hold it open meanwhile and
-        // let go of it in the background.
-        let slow = !Cost::free_pages(status.allocated).within(FREE_HERE);
-        let held = (slow && !self.entry.keeps_open())
-            .then(|| sys::open(&self.name).ok())
-            .flatten();
-        sys::unlink(&self.name);
-        if let Some(held) = held {
-            background::run_or_here(Box::new(move || drop(held)));
-        }
+        let identity = self.identity;
+        unlink_if(
+            &self.name,
+            |found| found == identity,
+            self.entry.keeps_open(),
+        );
+    }
+}
+
+/// Unlinks the segment `name` if it is the one `ours` recognizes: a guard
+/// (ours, or a C guard) must not remove a segment that replaced its own. A
+/// segment `kept_open` elsewhere frees nothing when unlinked.
+///
+/// Unlinking the last link of a segment nobody has open frees its pages
+/// right here. When that takes long, it is held open meanwhile and let go
+/// of in the background.
+pub(crate) fn unlink_if(name: &ShmName, ours: impl Fn(Identity) -> bool, kept_open: bool) {
+    let Ok(status) = sys::status_of_name(name) else {
+        return; // gone already
+    };
+    if !ours(status.identity) {
+        return;
+    }
+    let held = (!kept_open && !cost::frees_quickly(status.allocated))
+        .then(|| sys::open(name).ok())
+        .flatten();
+    sys::unlink(name);
+    if let Some(held) = held {
+        background::run_or_here(Box::new(move || drop(held)));
     }
 }
 

@@ -18,20 +18,15 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, PoisonError, Weak};
-use std::time::Duration;
 
 use crate::background;
 use crate::budget::Slot;
-use crate::cost::Cost;
+use crate::cost;
 use crate::error::Result;
 use crate::exclusion::{Access, Freed, Parked, Turns, Wake};
 use crate::mapping::Mapping;
 use crate::name::ShmName;
 use crate::segment::{MappingKeeper, Open, Segment};
-
-/// Segments whose pages take longer than this to free are let go of in the
-/// background.
-const FREE_HERE: Duration = Duration::from_micros(50);
 
 /// After this many calls a kept segment is mapped: setting up a mapping
 /// costs ~10 us and touching a page through it the first time ~1.4 us, where
@@ -198,11 +193,7 @@ impl Entry {
     /// Drops the kept segment if it is `open`: its name leads elsewhere.
     fn forget(&self, open: &Arc<Open>) {
         let mut state = self.state();
-        if state
-            .kept
-            .as_ref()
-            .is_some_and(|kept| Arc::ptr_eq(&kept.open, open))
-        {
+        if state.kept_as(open).is_some() {
             let stale = state.kept.take();
             drop(state);
             dispose(stale);
@@ -231,23 +222,13 @@ impl Entry {
 
 impl MappingKeeper for Entry {
     fn keep_mapping(&self, open: &Arc<Open>, mapping: &Arc<Mapping>) {
-        let mut state = self.state();
-        if let Some(kept) = state
-            .kept
-            .as_mut()
-            .filter(|kept| Arc::ptr_eq(&kept.open, open))
-        {
+        if let Some(kept) = self.state().kept_as(open) {
             kept.mapping = Some(Arc::clone(mapping));
         }
     }
 
     fn forget_mapping(&self, open: &Arc<Open>, mapping: &Arc<Mapping>) {
-        let mut state = self.state();
-        if let Some(kept) = state
-            .kept
-            .as_mut()
-            .filter(|kept| Arc::ptr_eq(&kept.open, open))
-        {
+        if let Some(kept) = self.state().kept_as(open) {
             if kept
                 .mapping
                 .as_ref()
@@ -256,6 +237,16 @@ impl MappingKeeper for Entry {
                 kept.mapping = None;
             }
         }
+    }
+}
+
+impl State {
+    /// What is kept of the segment, if it is `open` (and not another segment
+    /// kept since under the same name).
+    fn kept_as(&mut self, open: &Arc<Open>) -> Option<&mut Kept> {
+        self.kept
+            .as_mut()
+            .filter(|kept| Arc::ptr_eq(&kept.open, open))
     }
 }
 
@@ -304,7 +295,7 @@ impl Drop for Entry {
 /// (munmap interrupts every thread of the process).
 fn dispose(kept: Option<Kept>) {
     let Some(kept) = kept else { return };
-    if kept.mapping.is_none() && Cost::free_pages(kept.open.allocated()).within(FREE_HERE) {
+    if kept.mapping.is_none() && cost::frees_quickly(kept.open.allocated()) {
         drop(kept);
     } else {
         background::run_or_here(Box::new(move || drop(kept)));
@@ -369,7 +360,9 @@ mod tests {
         });
         assert_eq!(parked.unwrap_err(), Parked);
         drop(writer);
-        woken.recv_timeout(Duration::from_secs(5)).unwrap();
+        woken
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .unwrap();
         assert!(shared
             .lock_or_park(Access::Shared, || Box::new(|| ()))
             .is_ok());

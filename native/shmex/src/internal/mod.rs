@@ -14,7 +14,7 @@ use crate::exclusion::Access;
 use crate::registry;
 use crate::segment::Segment;
 use crate::sys;
-use crate::{background, budget, Claim, Error, Result, ShmName};
+use crate::{background, budget, guard, Claim, Error, Result, ShmName};
 
 pub use crate::mapping::Mapping;
 pub use crate::name::NAME_MAX;
@@ -90,8 +90,6 @@ pub fn identity(name: &ShmName) -> Result<Identity> {
 /// unknown, all zeros): a guard must not remove a segment that replaced its
 /// own.
 pub fn unlink_if(name: &ShmName, identity: Identity) {
-    let same = |status: sys::Status| identity == [0, 0] || status.identity.to_bits() == identity;
-    if sys::status_of_name(name).is_ok_and(same) {
-        sys::unlink(name);
-    }
+    let ours = |found: sys::Identity| identity == [0, 0] || found.to_bits() == identity;
+    guard::unlink_if(name, ours, false);
 }
