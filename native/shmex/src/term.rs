@@ -164,7 +164,7 @@ impl<'a> ShmexTerm<'a> {
             (atoms::capacity(), claim.capacity.encode(env)),
         ];
         self.update(&fields)
-            .unwrap_or_else(|| self.rebuilt(env, claim))
+            .unwrap_or_else(|| struct_term(env, self.name_term, self.guard_term, claim))
     }
 
     /// This struct with `guard` in its `guard` field, and the guard's name if
@@ -174,15 +174,8 @@ impl<'a> ShmexTerm<'a> {
         let guard = ResourceArc::new(guard).encode(env);
         let mut fields = vec![(atoms::guard(), guard)];
         fields.extend(name.map(|name| (atoms::name(), name)));
-        self.update(&fields).unwrap_or_else(|| {
-            ShmexStruct {
-                name: name.unwrap_or_else(|| atom::nil().encode(env)),
-                guard,
-                size: self.claim.size,
-                capacity: self.claim.capacity,
-            }
-            .encode(env)
-        })
+        self.update(&fields)
+            .unwrap_or_else(|| struct_term(env, name.unwrap_or(self.name_term), guard, self.claim))
     }
 
     /// The struct with these fields changed; `None` if it is not a map with
@@ -191,17 +184,6 @@ impl<'a> ShmexTerm<'a> {
         fields.iter().try_fold(self.term, |term, &(key, value)| {
             term.map_update(key, value).ok()
         })
-    }
-
-    /// The struct made anew with this claim, should updating it fail.
-    fn rebuilt(&self, env: Env<'a>, claim: Claim) -> Term<'a> {
-        ShmexStruct {
-            name: self.name_term,
-            guard: self.guard_term,
-            size: claim.size,
-            capacity: claim.capacity,
-        }
-        .encode(env)
     }
 }
 
