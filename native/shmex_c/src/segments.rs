@@ -7,6 +7,7 @@ use std::ptr;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use nix::errno::Errno;
+use nix::libc;
 use shmex::internal::{self, Mapping};
 use shmex::{Claim, Error, ShmName, Syscall};
 
@@ -96,6 +97,20 @@ pub unsafe extern "C" fn shmex_unmap(payload: *mut Shmex) {
         },
         || (),
     )
+}
+
+/// Releases what NIFs and C nodes release alike: frees the name and unmaps.
+/// The guard is the caller's to release.
+///
+/// # Safety
+///
+/// The name is NULL or from `malloc`.
+pub unsafe fn release_common(payload: &mut Shmex) {
+    // SAFETY: forwarded to the caller.
+    unsafe { libc::free(payload.name.cast::<c_void>()) };
+    payload.name = ptr::null_mut();
+    // SAFETY: a valid Shmex.
+    unsafe { shmex_unmap(payload) };
 }
 
 /// `shmex_mapping_faulted`: whether pages of the struct's mapping were lost

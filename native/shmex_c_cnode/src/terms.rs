@@ -5,7 +5,7 @@ use std::ptr;
 
 use nix::libc;
 use shmex_c::no_unwind;
-use shmex_c::segments::shmex_unmap;
+use shmex_c::segments::release_common;
 use shmex_c::types::not_mapped;
 
 use crate::ei::{self, EiXBuff, ErlangRef, MAXATOMLEN_UTF8};
@@ -44,11 +44,9 @@ pub unsafe extern "C" fn shmex_release(payload: *mut Shmex) {
                 let Some(shmex) = payload.as_mut() else {
                     return;
                 };
-                libc::free(shmex.name.cast::<c_void>());
                 libc::free(shmex.guard.cast::<c_void>());
-                shmex.name = ptr::null_mut();
                 shmex.guard = ptr::null_mut();
-                shmex_unmap(payload.cast());
+                release_common(shmex.common());
             }
         },
         || (),

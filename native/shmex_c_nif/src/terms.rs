@@ -5,7 +5,6 @@ use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
 use std::ptr;
 
 use nix::errno::Errno;
-use nix::libc;
 use rustler::sys::{
     enif_alloc_resource, enif_make_badarg, enif_make_resource, enif_raise_exception,
     enif_release_resource, ErlNifEnv, ErlNifResourceType, ErlNifTerm,
@@ -15,7 +14,7 @@ use rustler::{Encoder, Env, Term};
 use shmex::internal::{self, struct_term, NAME_MAX};
 use shmex::{ArgumentError, Claim, ShmName, ShmexTerm};
 use shmex_c::no_unwind;
-use shmex_c::segments::{shmex_allocate_unguarded, shmex_unmap};
+use shmex_c::segments::{release_common, shmex_allocate_unguarded};
 use shmex_c::strings::{malloc_c_string, name_at};
 use shmex_c::types::{not_mapped, ShmexLibResult};
 
@@ -123,16 +122,12 @@ pub unsafe extern "C" fn shmex_get_from_term(
 pub unsafe extern "C" fn shmex_release(payload: *mut Shmex) {
     no_unwind(
         || {
-            // SAFETY: a non-NULL payload points to a Shmex whose name, if any,
-            // came from `malloc` (this library's, or the caller's by the same
-            // contract).
-            unsafe {
-                let Some(shmex) = payload.as_mut() else {
-                    return;
-                };
-                libc::free(shmex.name.cast::<c_void>());
-                shmex.name = ptr::null_mut();
-                shmex_unmap(payload.cast());
+            // SAFETY: a non-NULL payload points to a Shmex, by the header's
+            // contract.
+            if let Some(shmex) = unsafe { payload.as_mut() } {
+                // SAFETY: its name, if any, came from `malloc` (this
+                // library's, or the caller's by the same contract).
+                unsafe { release_common(shmex.common()) };
             }
         },
         || (),
