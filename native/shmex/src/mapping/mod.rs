@@ -92,9 +92,7 @@ impl Mapping {
             )
         }
         .during(Syscall::Mmap)?;
-        let ptr = ptr.cast::<u8>();
-        let slot = fault::register(ptr.as_ptr() as usize, len.get());
-        Ok(Mapping { ptr, len, slot })
+        Ok(Mapping::registered(ptr.cast(), len))
     }
 
     /// `len` bytes of private, zeroed memory, mapped the same way: a stand-in
@@ -114,9 +112,14 @@ impl Mapping {
             )
         }
         .during(Syscall::Mmap)?;
-        let ptr = ptr.cast::<u8>();
+        Ok(Mapping::registered(ptr.cast(), len))
+    }
+
+    /// The mapping at `ptr`, just made, entered in the fault registry
+    /// (invariant 2).
+    fn registered(ptr: NonNull<u8>, len: NonZeroUsize) -> Mapping {
         let slot = fault::register(ptr.as_ptr() as usize, len.get());
-        Ok(Mapping { ptr, len, slot })
+        Mapping { ptr, len, slot }
     }
 
     /// How many bytes are mapped.
