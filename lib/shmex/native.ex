@@ -53,8 +53,22 @@ defmodule Shmex.Native do
   # A scheduled NIF call (see Shmex.Native.Nif): made again on a dirty
   # scheduler when it would hold a normal one too long, and again, whole,
   # once the segment it waits for is free. No scheduler waits meanwhile:
-  # this process does.
-  defmacrop scheduled({name, _, args} = call) do
+  # this process does. A call that finds /dev/shm full is made once more
+  # after collecting the garbage that may hold guards (Shmex.Native.Room).
+  defmacrop scheduled(call) do
+    quote do
+      case attempt(unquote(call)) do
+        {:error, {:enospc, _}} ->
+          Shmex.Native.Room.make()
+          attempt(unquote(call))
+
+        result ->
+          result
+      end
+    end
+  end
+
+  defmacrop attempt({name, _, args} = call) do
     dirty = :"#{name}_dirty"
 
     quote do

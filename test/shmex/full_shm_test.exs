@@ -74,6 +74,53 @@ defmodule Shmex.FullShmTest do
     assert output =~ "alive"
   end
 
+  test "segments only garbage still references are collected to make room" do
+    # A process with a large heap drops 48 segments of 1 MiB and idles: no
+    # collection is due, so their guards, and the segments, stay. Another
+    # process's 32 MiB then needs their room.
+    code = ~S"""
+    import Bitwise
+    parent = self()
+
+    hog =
+      :erlang.spawn_opt(
+        fn ->
+          data = :binary.copy(<<7>>, 1 <<< 20)
+          for _ <- 1..48, do: Shmex.new(data)
+          send(parent, :dropped)
+          receive do: (:stop -> :ok)
+        end,
+        [min_heap_size: 1_000_000]
+      )
+
+    receive do: (:dropped -> :ok)
+    {df, 0} = System.cmd("df", ["-B1", "--output=avail", "/dev/shm"])
+    free = df |> String.split() |> List.last() |> String.to_integer()
+    IO.puts("free before: #{free >>> 20} MiB")
+
+    data = :binary.copy(<<9>>, 32 <<< 20)
+    shm = Shmex.new(data)
+    IO.puts("read back: #{Shmex.to_binary(shm) == data}")
+
+    # Truly full: what is held stays held, and the answer still comes.
+    held = for _ <- 1..20, do: Shmex.new(:binary.copy(<<1>>, 1 <<< 20))
+    {time, result} = :timer.tc(fn -> Shmex.Native.write(Shmex.empty(), data) end)
+    IO.inspect(result, label: "full")
+    IO.puts("full answered in #{div(time, 1000)} ms")
+    Enum.each([shm | held], &Shmex.ensure_not_gc/1)
+    send(hog, :stop)
+    IO.puts("alive")
+    """
+
+    {output, status} = Beam.run(code, shm_megabytes: 64)
+    assert status == 0, output
+    [free] = Regex.run(~r/free before: (\d+) MiB/, output, capture: :all_but_first)
+    assert String.to_integer(free) < 32, "the garbage held the room: #{output}"
+    assert output =~ "read back: true", output
+    assert output =~ "full: {:error, {:enospc, :ftruncate}}", output
+    assert output =~ "alive", output
+  end
+
   test "a struct from another host, whose /dev/shm is not ours, gives {:enoent, :shm_open}" do
     code = ~S"""
     shm = Shmex.new("made on another host")
