@@ -133,7 +133,7 @@ defmodule Shmex.DropInTest do
   end
 
   @tag :beam
-  test "a killed VM leaves only the segments still guarded, as 0.5.1 does" do
+  test "a killed VM held only the segments still guarded, as 0.5.1 does" do
     code = ~S"""
     kept = for i <- 1..7, do: Shmex.new("kept #{i}")
     for _ <- 1..500, do: Shmex.new("dropped")
@@ -148,7 +148,9 @@ defmodule Shmex.DropInTest do
     Beam.kill(beam, os_pid)
 
     assert length(names) == 7
-    Enum.each(names, &File.rm!(Path.join("/dev/shm", &1)))
+    # The next VM to start removes them (leftovers_test.exs); this suite's
+    # own VMs may have done so already.
+    Enum.each(names, &File.rm(Path.join("/dev/shm", &1)))
   end
 
   test "the C API guards every name shmex_allocate accepts, 256-byte ones included" do

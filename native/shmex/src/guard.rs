@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::background;
 use crate::cost;
+use crate::leftovers::{self, Kind};
 use crate::name::ShmName;
 use crate::registry::{self, Entry};
 use crate::segment::Segment;
@@ -32,9 +33,11 @@ impl Guard {
         let entry = registry::entry(&name);
         entry.count_guard(true);
         entry.keep(segment.to_keep());
+        let identity = segment.identity();
+        leftovers::record(&name, identity, Kind::Guarded);
         Guard {
             name,
-            identity: segment.identity(),
+            identity,
             entry,
         }
     }
@@ -59,6 +62,7 @@ impl Drop for Guard {
             |found| found == identity,
             self.entry.keeps_open(),
         );
+        leftovers::clear(&self.name, identity, Kind::Guarded);
     }
 }
 

@@ -70,7 +70,8 @@
 //!
 //! Each module depends only on those listed before it (`.ci/layers` checks):
 //! `error`, `name`, `cost`, `sys` (OS calls), `io` (pread/pwrite loops),
-//! `mapping` (the one type with unsafe code, and its SIGBUS handler),
+//! `leftovers` (what a dead process left, and the journal of what a live one
+//! guards), `mapping` (the one type with unsafe code, and its SIGBUS handler),
 //! `segment`, `background`, `budget`, `exclusion` (a segment's turns),
 //! `registry` (one entry per segment), `guard`, `schedule`, `shm` (the
 //! operations), `term`, `internal`.
@@ -84,6 +85,7 @@ mod error;
 mod exclusion;
 mod guard;
 mod io;
+mod leftovers;
 mod mapping;
 mod name;
 mod registry;

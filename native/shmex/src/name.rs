@@ -93,21 +93,16 @@ impl ShmName {
     /// else's segment.
     pub fn generate() -> ShmName {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
-        static PROCESS_TAG: OnceLock<String> = OnceLock::new();
-
-        let tag = PROCESS_TAG.get_or_init(|| {
-            // RandomState is seeded from the OS's random source.
-            let random = RandomState::new().hash_one(std::process::id());
-            format!(
-                "{}{}",
-                base36(u64::from(std::process::id()), 5),
-                base36(random, 6)
-            )
-        });
         let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let name = format!("{PREFIX}{tag}{}", base36(count, 13));
+        let name = format!("{PREFIX}{}{}", process_tag(), base36(count, 13));
         debug_assert_eq!(name.len(), GENERATED_LEN);
         ShmName::new(name.as_bytes()).unwrap_or_else(|| unreachable!("base-36 digits are not NUL"))
+    }
+
+    /// Whether this copy of the crate generated the name (in this process).
+    pub(crate) fn is_generated_here(&self) -> bool {
+        self.key()
+            .is_ok_and(|key| generated_tag(key) == Some(process_tag().as_bytes()))
     }
 
     /// The canonical name (no leading slash) and a NUL, or the error the OS
@@ -168,6 +163,35 @@ impl fmt::Debug for ShmName {
         }
     }
 }
+
+/// The tag in every name this copy of the crate generates: 11 base-36
+/// digits, this OS process's id and a random part drawn once.
+pub(crate) fn process_tag() -> &'static str {
+    static PROCESS_TAG: OnceLock<String> = OnceLock::new();
+    PROCESS_TAG.get_or_init(|| {
+        // RandomState is seeded from the OS's random source.
+        let random = RandomState::new().hash_one(std::process::id());
+        format!(
+            "{}{}",
+            base36(u64::from(std::process::id()), 5),
+            base36(random, 6)
+        )
+    })
+}
+
+/// The tag of a generated name, given without its leading slash; `None`
+/// for a name that is not one.
+pub(crate) fn generated_tag(canonical: &[u8]) -> Option<&[u8]> {
+    let digits = canonical.strip_prefix(&PREFIX.as_bytes()[1..])?;
+    let valid = canonical.len() == GENERATED_LEN - 1
+        && digits
+            .iter()
+            .all(|byte| byte.is_ascii_digit() || byte.is_ascii_lowercase());
+    valid.then(|| &digits[..TAG_LEN])
+}
+
+/// The length of [`process_tag`].
+pub(crate) const TAG_LEN: usize = 11;
 
 /// The lowest `digits` base-36 digits of `value`, zero-padded.
 fn base36(mut value: u64, digits: usize) -> String {

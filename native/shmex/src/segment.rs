@@ -112,6 +112,9 @@ impl Segment<'_> {
 
     /// Creates a segment of `len` zero bytes under a fresh generated name.
     pub fn create_unique(len: u64) -> Result<(ShmName, Segment<'static>)> {
+        // A generated segment is only safe from leaking once this process's
+        // session exists: a sweep finds it by its tag then.
+        crate::leftovers::start();
         let mut attempts = 0;
         loop {
             let name = ShmName::generate();

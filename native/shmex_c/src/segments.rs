@@ -19,9 +19,23 @@ use crate::types::{not_mapped, Shmex, ShmexLibResult};
 /// exactly those, whatever the struct's capacity says by then.
 static MAPPINGS: Mutex<BTreeMap<usize, Mapping>> = Mutex::new(BTreeMap::new());
 
-/// `shmex_allocate_unguarded`.
+/// `shmex_allocate_unguarded`: a segment the caller owns, which outlives
+/// this process however it ends.
 #[no_mangle]
 pub unsafe extern "C" fn shmex_allocate_unguarded(payload: *mut Shmex) -> ShmexLibResult {
+    // SAFETY: forwarded: the same contract.
+    unsafe { allocate_unguarded(payload, true) }
+}
+
+/// `shmex_allocate_unguarded`, for a segment that is `kept` unguarded, or
+/// about to be guarded (`shmex_allocate`): then it is removed if this
+/// process dies before the guard is collected.
+///
+/// # Safety
+///
+/// As `shmex_allocate_unguarded`: `payload` is NULL or points to a `Shmex`
+/// whose name is NULL or a C string.
+pub unsafe fn allocate_unguarded(payload: *mut Shmex, kept: bool) -> ShmexLibResult {
     no_unwind(
         || {
             // SAFETY: a non-NULL payload points to a Shmex, by the header's contract.
@@ -31,7 +45,7 @@ pub unsafe extern "C" fn shmex_allocate_unguarded(payload: *mut Shmex) -> ShmexL
             // SAFETY: the name is NULL or a C string.
             let given = unsafe { name_at(payload.name) };
             let generated = given.is_none();
-            let created = internal::create(given, u64::from(payload.capacity));
+            let created = internal::create(given, u64::from(payload.capacity), kept);
             ShmexLibResult::of(created.and_then(|name| {
                 if generated {
                     let copy = malloc_c_string(&name.to_posix());

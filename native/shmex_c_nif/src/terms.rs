@@ -14,7 +14,7 @@ use rustler::{Encoder, Env, Term};
 use shmex::internal::{self, struct_term, NAME_MAX};
 use shmex::{ArgumentError, Claim, ShmName, ShmexTerm};
 use shmex_c::no_unwind;
-use shmex_c::segments::{release_common, shmex_allocate_unguarded};
+use shmex_c::segments::{allocate_unguarded, release_common};
 use shmex_c::strings::{malloc_c_string, name_at};
 use shmex_c::types::{not_mapped, ShmexLibResult};
 
@@ -235,7 +235,7 @@ pub unsafe extern "C" fn shmex_allocate(
     no_unwind(
         || {
             // SAFETY: forwarded: the same contract.
-            let result = unsafe { shmex_allocate_unguarded(payload.cast()) };
+            let result = unsafe { allocate_unguarded(payload.cast(), false) };
             if result == ShmexLibResult::Ok {
                 // SAFETY: forwarded: the same contract.
                 unsafe { shmex_add_guard(env, guard_type, payload) };
@@ -273,9 +273,14 @@ pub unsafe extern "C" fn shmex_add_guard(
             for (slot, &byte) in stored.iter_mut().zip(&posix[1..]) {
                 *slot = byte as c_char;
             }
+            // Only a segment is guarded: a name leading nowhere, or to a
+            // FIFO, socket, device or link, is left without a guard.
+            let Ok(identity) = internal::guard(&name) else {
+                return;
+            };
             let guard = ShmexGuard {
                 name: stored,
-                identity: internal::identity(&name).unwrap_or_default(),
+                identity,
             };
             // SAFETY: `guard_type` is a resource type the caller registered
             // for guards (this size, shmex_guard_destructor); the fresh
@@ -285,6 +290,7 @@ pub unsafe extern "C" fn shmex_add_guard(
                 let resource =
                     enif_alloc_resource(guard_type, size_of::<ShmexGuard>()).cast::<ShmexGuard>();
                 if resource.is_null() {
+                    internal::unguard(&name, identity);
                     return;
                 }
                 resource.write(guard);

@@ -54,4 +54,10 @@ fn stats() -> calls::Stats {
     calls::stats()
 }
 
-rustler::init!("Elixir.Shmex.Native.Nif");
+/// Before the first call: what VMs that died left in `/dev/shm` goes.
+fn load(_env: Env, _info: Term) -> bool {
+    shmex::internal::start();
+    true
+}
+
+rustler::init!("Elixir.Shmex.Native.Nif", load = load);

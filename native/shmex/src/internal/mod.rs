@@ -11,6 +11,7 @@ mod nif;
 use std::num::NonZeroUsize;
 
 use crate::exclusion::Access;
+use crate::leftovers::{self, Kind};
 use crate::registry;
 use crate::segment::Segment;
 use crate::sys;
@@ -43,15 +44,29 @@ pub fn stats() -> Stats {
     }
 }
 
+/// Starts this copy of the crate's session, removing first what dead
+/// processes left in the shared memory directory (see `leftovers`); a NIF
+/// library does so when it loads, before any call.
+pub fn start() {
+    leftovers::start();
+}
+
 /// Which file a segment is, as C keeps it: device and inode.
 pub type Identity = [u64; 2];
 
 /// Creates the segment `name`, or a fresh one, `len` zero bytes long, with no
-/// guard; its name.
-pub fn create(name: Option<ShmName>, len: u64) -> Result<ShmName> {
+/// guard; its name. A fresh one that is `kept` (handed out unguarded on
+/// purpose) is not removed after this process dies; one about to be guarded
+/// (`shmex_allocate`) is.
+pub fn create(name: Option<ShmName>, len: u64, kept: bool) -> Result<ShmName> {
     match name {
         Some(name) => Segment::create(&name, len).map(|_| name),
-        None => Segment::create_unique(len).map(|(name, _)| name),
+        None => Segment::create_unique(len).map(|(name, segment)| {
+            if kept {
+                leftovers::record(&name, segment.identity(), Kind::Kept);
+            }
+            name
+        }),
     }
 }
 
@@ -76,20 +91,36 @@ pub fn resize(name: &ShmName, len: u64) -> Result<()> {
     held.segment()?.resize(len)
 }
 
-/// Unlinks the segment `name`.
+/// Unlinks the segment `name`; a name that leads to something else than a
+/// segment (a FIFO, a socket, a device, a link) is left alone.
 pub fn unlink(name: &ShmName) {
-    sys::unlink(name);
+    if sys::status_of_name(name).is_ok() {
+        sys::unlink(name);
+        leftovers::clear_kept(name);
+    }
 }
 
-/// Which file the segment `name` is now.
-pub fn identity(name: &ShmName) -> Result<Identity> {
-    sys::status_of_name(name).map(|status| status.identity.to_bits())
+/// Guards the segment `name` for a C guard: which file it is now, recorded
+/// as guarded by this process. `ENXIO` for a file that is not a segment, which
+/// no guard may hold.
+pub fn guard(name: &ShmName) -> Result<Identity> {
+    let identity = sys::status_of_name(name)?.identity;
+    leftovers::clear(name, identity, Kind::Kept);
+    leftovers::record(name, identity, Kind::Guarded);
+    Ok(identity.to_bits())
 }
 
-/// Unlinks the segment `name` if it still is `identity` (or if `identity` is
-/// unknown, all zeros): a guard must not remove a segment that replaced its
-/// own.
+/// Ends a C guard of `name`: unlinks the segment if it still is `identity`
+/// (a guard must not remove a segment that replaced its own), and clears its
+/// record. A guard made before identities were kept (all zeros) unlinks
+/// whatever segment the name leads to.
 pub fn unlink_if(name: &ShmName, identity: Identity) {
     let ours = |found: sys::Identity| identity == [0, 0] || found.to_bits() == identity;
     guard::unlink_if(name, ours, false);
+    unguard(name, identity);
+}
+
+/// Clears the record [`guard`] made, for a C guard that is not to be.
+pub fn unguard(name: &ShmName, identity: Identity) {
+    leftovers::clear(name, sys::Identity::from_bits(identity), Kind::Guarded);
 }

@@ -9,6 +9,7 @@
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::OnceLock;
 
+use nix::dir::Dir;
 use nix::errno::Errno;
 use nix::fcntl::{self, AtFlags, OFlag};
 use nix::sys::stat::{self, Mode};
@@ -33,22 +34,49 @@ pub fn create(name: &ShmName) -> Result<OwnedFd> {
     fcntl::openat(directory()?, canonical(name)?, flags, mode).during(Syscall::ShmOpen)
 }
 
-/// Opens the existing segment `name` for reading and writing.
+/// Opens the existing segment `name` for reading and writing. Something
+/// else under its name must not stall or take over the caller: a FIFO opens
+/// without waiting for a peer, a terminal does not become the process's.
+/// (The caller refuses what is not a regular file once it is open.)
 pub fn open(name: &ShmName) -> Result<OwnedFd> {
     fcntl::openat(
         directory()?,
         canonical(name)?,
-        flags(OFlag::O_RDWR),
+        flags(OFlag::O_RDWR | OFlag::O_NONBLOCK | OFlag::O_NOCTTY),
         Mode::empty(),
     )
     .during(Syscall::ShmOpen)
 }
 
-/// What the segment `name` is now, without opening it.
+/// What the segment `name` is now, without opening it; `ENXIO` for a file
+/// that is not a segment.
 pub fn status_of_name(name: &ShmName) -> Result<Status> {
     let stat = stat::fstatat(directory()?, canonical(name)?, AtFlags::AT_SYMLINK_NOFOLLOW)
         .during(Syscall::ShmOpen)?;
-    Ok(Status::of(&stat))
+    Status::of(&stat)
+}
+
+/// The names in the shared memory directory, `.` and `..` aside, each
+/// without a leading slash.
+pub fn names() -> Result<Vec<Vec<u8>>> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let mut listing =
+        Dir::openat(directory()?, ".", flags, Mode::empty()).during(Syscall::ShmOpen)?;
+    let mut names = Vec::new();
+    for entry in listing.iter() {
+        let entry = entry.during(Syscall::ShmOpen)?;
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            names.push(name.to_vec());
+        }
+    }
+    Ok(names)
+}
+
+/// Gives the file `from` the name `to`, replacing what `to` named.
+pub fn rename(from: &ShmName, to: &ShmName) -> Result<()> {
+    let directory = directory()?;
+    fcntl::renameat(directory, canonical(from)?, directory, canonical(to)?).during(Syscall::ShmOpen)
 }
 
 /// Removes the name; errors are ignored: it may be gone already.

@@ -4,11 +4,12 @@
 //!
 //! Owns nothing but OS calls; knows nothing of mappings, claims or guards.
 
-use std::os::fd::BorrowedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 
 use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 use nix::libc;
-use nix::sys::stat::{self, FileStat};
+use nix::sys::stat::{self, FileStat, SFlag};
 use nix::unistd;
 
 use crate::error::{Context, Error, Result, Syscall};
@@ -23,21 +24,31 @@ use crate::error::{Context, Error, Result, Syscall};
 )]
 mod os;
 
-pub(crate) use os::{create, is_full, open, reserve, status_of_name, total_memory, unlink};
+pub(crate) use os::{
+    create, is_full, names, open, rename, reserve, status_of_name, total_memory, unlink,
+};
 
 /// Which file a segment is: two names or descriptors with the same identity
 /// reach the same bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct Identity {
     pub device: libc::dev_t,
     pub inode: libc::ino_t,
 }
 
+#[allow(clippy::unnecessary_cast)] // dev_t and ino_t are u64 on Linux only
 impl Identity {
-    /// The identity as two integers, for C to keep.
-    #[allow(clippy::unnecessary_cast)] // dev_t and ino_t are u64 on Linux only
+    /// The identity as two integers, for C and journals to keep.
     pub fn to_bits(self) -> [u64; 2] {
         [self.device as u64, self.inode as u64]
+    }
+
+    /// The identity [`Identity::to_bits`] gave.
+    pub fn from_bits([device, inode]: [u64; 2]) -> Identity {
+        Identity {
+            device: device as libc::dev_t,
+            inode: inode as libc::ino_t,
+        }
     }
 }
 
@@ -55,8 +66,14 @@ pub(crate) struct Status {
 }
 
 impl Status {
-    fn of(stat: &FileStat) -> Status {
-        Status {
+    /// What `stat` says of a segment; `ENXIO` when it is not a regular file
+    /// (a FIFO, a socket, a device node, a directory, a symbolic link): no
+    /// segment is anything else, and nothing else is ours to size or unlink.
+    fn of(stat: &FileStat) -> Result<Status> {
+        if SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
+            return Err(Error::Os(Errno::ENXIO, Syscall::ShmOpen));
+        }
+        Ok(Status {
             identity: Identity {
                 device: stat.st_dev,
                 inode: stat.st_ino,
@@ -66,7 +83,7 @@ impl Status {
             allocated: u64::try_from(stat.st_blocks)
                 .unwrap_or(0)
                 .saturating_mul(512),
-        }
+        })
     }
 
     /// Whether every page up to the size is in memory, so that reading it
@@ -76,11 +93,25 @@ impl Status {
     }
 }
 
-/// What the open segment is now: a call to `fstat`.
+/// What the open segment is now: a call to `fstat`; `ENXIO` for a file
+/// that is not a segment.
 pub(crate) fn status_of(fd: BorrowedFd) -> Result<Status> {
-    stat::fstat(fd)
-        .during(Syscall::ShmOpen)
-        .map(|stat| Status::of(&stat))
+    Status::of(&stat::fstat(fd).during(Syscall::ShmOpen)?)
+}
+
+/// An open file locked with `flock(2)`: the lock lasts until it is dropped
+/// or the process ends, however it ends; the kernel lets go of it then.
+pub(crate) type Locked = Flock<OwnedFd>;
+
+/// Locks `fd` exclusively, waiting for the lock or not; `fd` back, with the
+/// error, when it is not to be had (`EWOULDBLOCK`: someone holds it).
+pub(crate) fn lock(fd: OwnedFd, wait: bool) -> std::result::Result<Locked, (OwnedFd, Errno)> {
+    let how = if wait {
+        FlockArg::LockExclusive
+    } else {
+        FlockArg::LockExclusiveNonblock
+    };
+    Flock::lock(fd, how)
 }
 
 /// Sets the size of the segment.

@@ -51,6 +51,16 @@ pub fn unlink(name: &ShmName) {
     }
 }
 
+/// POSIX cannot list the shared memory objects there are.
+pub fn names() -> Result<Vec<Vec<u8>>> {
+    Err(Error::Os(Errno::ENOTSUP, Syscall::ShmOpen))
+}
+
+/// POSIX cannot rename a shared memory object.
+pub fn rename(_from: &ShmName, _to: &ShmName) -> Result<()> {
+    Err(Error::Os(Errno::ENOTSUP, Syscall::ShmOpen))
+}
+
 /// Reserves the pages of `[offset, offset + len)` where the OS can;
 /// elsewhere shared memory is not a size-limited filesystem.
 #[cfg(any(target_os = "linux", target_os = "freebsd"))]
