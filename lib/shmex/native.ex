@@ -12,7 +12,10 @@ defmodule Shmex.Native do
     * `{posix, syscall}` - the OS refused: `posix` is an errno atom as in
       `t::file.posix/0` (`:enoent`, `:enospc`, …), `syscall` is `:shm_open`
       (opening or inspecting the segment), `:ftruncate` (sizing it, reserving
-      or writing its pages) or `:mmap` (mapping it or reading its pages)
+      or writing its pages) or `:mmap` (mapping it or reading its pages);
+      a name that leads to something other than a segment (a regular file)
+      is `{:enxio, :shm_open}` (a FIFO, socket or device node),
+      `{:eisdir, :shm_open}` or `{:eloop, :shm_open}` (a symbolic link)
     * `:invalid_payload` - the struct claims more than its segment has: a
       `size` over its `capacity`, or a `capacity` over the segment's real size
       (a forged struct, or a stale copy of one whose segment was shrunk since)
@@ -46,6 +49,14 @@ defmodule Shmex.Native do
   work will cost: a copy through a mapping runs at ~20 GB/s, but pages
   written for the first time, and a large result binary, cost several times
   more (see the README).
+
+  ## A full `/dev/shm`
+
+  A call that finds `/dev/shm` full (`ENOSPC`) first has every process
+  collect its garbage, which may hold guards of segments nobody uses any
+  more, waits up to 100 ms for their pages to be freed, and tries once more;
+  its result is the retry's. So `{:enospc, :ftruncate}` means that the
+  segments still referenced fill `/dev/shm`.
   """
 
   alias Shmex.Native.Nif
@@ -140,6 +151,8 @@ defmodule Shmex.Native do
 
     * `:already_guarded` - the struct holds a guard of this library
     * `{:enoent, :shm_open}` - there is no such segment (on this host)
+    * `{:enxio, :shm_open}` - the name leads to a FIFO, socket or device
+      node, which no guard may remove
   """
   @spec add_guard(Shmex.t()) :: {:ok, Shmex.t()} | {:error, :already_guarded | segment_error()}
   def add_guard(shm), do: Nif.add_guard(shm)
