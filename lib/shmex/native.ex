@@ -15,7 +15,9 @@ defmodule Shmex.Native do
       or writing its pages) or `:mmap` (mapping it or reading its pages);
       a name that leads to something other than a segment (a regular file)
       is `{:enxio, :shm_open}` (a FIFO, socket or device node),
-      `{:eisdir, :shm_open}` or `{:eloop, :shm_open}` (a symbolic link)
+      `{:eisdir, :shm_open}` or `{:eloop, :shm_open}` (a symbolic link),
+      and a name starting with `.shmex-` (this library's own files) is
+      `{:eacces, :shm_open}`
     * `:invalid_payload` - the struct claims more than its segment has: a
       `size` over its `capacity`, or a `capacity` over the segment's real size
       (a forged struct, or a stale copy of one whose segment was shrunk since)

@@ -235,7 +235,7 @@ impl Journal {
 /// A name of the crate's own files (`prefix` and `tag`); these never clash
 /// with a segment's, nor with a generated one.
 fn reserved(prefix: &str, tag: &[u8]) -> Option<ShmName> {
-    ShmName::new(&[prefix.as_bytes(), tag].concat())
+    ShmName::reserved(&[prefix.as_bytes(), tag].concat())
 }
 
 /// A record read back from a journal.
@@ -297,7 +297,7 @@ fn sweep() {
         let Some(tag) = tag.filter(|tag| tag.len() == TAG_LEN) else {
             continue;
         };
-        let Some(name) = ShmName::new(file_name) else {
+        let Some(name) = ShmName::reserved(file_name) else {
             continue;
         };
         let Ok(fd) = sys::open(&name) else { continue };
@@ -438,7 +438,12 @@ mod tests {
     /// A name in the shared memory directory, with `tag`'s generated form
     /// when `generated`.
     fn made(tag: &str, what: &str) -> (ShmName, Identity) {
-        let name = ShmName::new(what.replace("TAG", tag).as_bytes()).unwrap();
+        let name = what.replace("TAG", tag);
+        let name = if name.starts_with('.') {
+            ShmName::reserved(name.as_bytes()).unwrap()
+        } else {
+            ShmName::new(name.as_bytes()).unwrap()
+        };
         let fd = sys::create(&name).unwrap();
         (name, sys::status_of(fd.as_fd()).unwrap().identity)
     }

@@ -51,9 +51,31 @@ enum Repr {
     Refused(Errno),
 }
 
+/// The start of the names of the crate's own files (its sessions, see
+/// `leftovers`): no caller's name may reach them.
+pub(crate) const RESERVED: &[u8] = b".shmex-";
+
 impl ShmName {
     /// A caller's name, in any spelling; `None` when it contains a NUL byte.
+    /// Names starting with `.shmex-` are the crate's own files: the OS's
+    /// `EACCES` whenever they are used.
     pub fn new(name: &[u8]) -> Option<ShmName> {
+        let name = ShmName::any(name)?;
+        let reserved = name.key().is_ok_and(|key| key.starts_with(RESERVED));
+        Some(if reserved {
+            ShmName(Repr::Refused(Errno::EACCES))
+        } else {
+            name
+        })
+    }
+
+    /// The name of one of the crate's own files.
+    pub(crate) fn reserved(name: &[u8]) -> Option<ShmName> {
+        debug_assert!(name.starts_with(RESERVED));
+        ShmName::any(name)
+    }
+
+    fn any(name: &[u8]) -> Option<ShmName> {
         if name.len() > PATH_MAX {
             return Some(ShmName(Repr::Refused(Errno::ENAMETOOLONG)));
         }
@@ -283,6 +305,18 @@ mod tests {
         huge[1] = 0;
         assert_eq!(name(&huge).canonical(), Err(Errno::ENAMETOOLONG));
         assert!(name(&huge).is_refused());
+    }
+
+    #[test]
+    fn the_crates_own_files_are_out_of_reach() {
+        for spelling in [&b".shmex-session-x"[..], b"/.shmex-opening-x", b"//.shmex-"] {
+            assert_eq!(name(spelling).canonical(), Err(Errno::EACCES));
+        }
+        assert!(ShmName::reserved(b".shmex-session-x")
+            .unwrap()
+            .canonical()
+            .is_ok());
+        assert!(name(b"/.shmex").canonical().is_ok());
     }
 
     #[test]
