@@ -16,8 +16,8 @@ defmodule Shmex.CApiTest do
         assert %Shmex{name: "/shmex-" <> _, size: 1000, capacity: 1000} = shm
         assert is_reference(shm.guard)
         assert Native.read(shm) == {:ok, String.duplicate("x", 1000)}
-        # The C library's guard is not ours: we may add one.
-        assert {:ok, _} = Native.add_guard(shm)
+        # The C library's guard guards it in this VM too.
+        assert Native.add_guard(shm) == {:error, :already_guarded}
         shm.name
       end)
 
@@ -87,8 +87,35 @@ defmodule Shmex.CApiTest do
     assert is_reference(c_guarded.guard)
     assert {:ok, %Shmex{guard: guard}} = Native.write(c_guarded, "still here")
     assert guard == c_guarded.guard
-    assert {:ok, _} = Native.add_guard(c_guarded)
+    assert Native.add_guard(c_guarded) == {:error, :already_guarded}
     Shmex.ensure_not_gc(shm)
+  end
+
+  test "guards of one segment are counted in the VM: the last one collected unlinks it" do
+    {name, holder} =
+      Segments.in_process(fn ->
+        {:ok, shm} = C.allocate(10, ?c)
+        # A copy whose guard was stripped gets a second guard, ours.
+        {:ok, ours} = Native.add_guard(%{shm | guard: nil})
+
+        holder =
+          spawn(fn ->
+            receive do: (:drop -> :ok)
+            Shmex.ensure_not_gc(ours)
+          end)
+
+        {shm.name, holder}
+      end)
+
+    # The process holding the C guard is gone, and the guard collected; ours
+    # still holds the segment.
+    Process.sleep(50)
+    assert Segments.exists?(name)
+    assert Native.read(%Shmex{name: name, size: 10, capacity: 10}) == {:ok, "cccccccccc"}
+    ref = Process.monitor(holder)
+    send(holder, :drop)
+    assert_receive {:DOWN, ^ref, :process, ^holder, _}
+    assert Segments.eventually(fn -> not Segments.exists?(name) end)
   end
 
   test "shmex_init gives an unallocated struct" do

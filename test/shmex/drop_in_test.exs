@@ -15,8 +15,9 @@ defmodule Shmex.DropInTest do
       # The VM frees an exited process's resources (running the guard's
       # destructor) a moment after telling monitors, as it did for 0.5.1.
       for round <- 1..50 do
-        owner = spawn(fn -> {:ok, _} = Native.allocate(%Shmex{name: name, capacity: round}) end)
-        ref = Process.monitor(owner)
+        {owner, ref} =
+          spawn_monitor(fn -> {:ok, _} = Native.allocate(%Shmex{name: name, capacity: round}) end)
+
         assert_receive {:DOWN, ^ref, :process, ^owner, :normal}
         assert Segments.eventually(fn -> not Segments.exists?(name) end, 20)
       end

@@ -93,14 +93,24 @@ defmodule Shmex.NativeTest do
     end
 
     test "guards a segment made elsewhere, replacing any foreign guard" do
-      shm = filled!("made elsewhere")
-
       for foreign <- [nil, make_ref(), :atomics.new(1, [])] do
-        assert {:ok, guarded} = Native.add_guard(%{shm | guard: foreign})
+        name = Segments.unique_name()
+        File.write!(Segments.path(name), "made elsewhere")
+        shm = %Shmex{name: name, guard: foreign, size: 14, capacity: 14}
+        assert {:ok, guarded} = Native.add_guard(shm)
         assert is_reference(guarded.guard) and guarded.guard != foreign
         assert Native.add_guard(guarded) == {:error, :already_guarded}
         assert read!(guarded) == "made elsewhere"
       end
+    end
+
+    test "refuses another library's reference over a segment guarded in this VM" do
+      # That reference is the guard of a C or Rust library (as unifex's);
+      # a copy whose guard was stripped gets a second guard.
+      shm = filled!("guarded here")
+      assert Native.add_guard(%{shm | guard: make_ref()}) == {:error, :already_guarded}
+      assert {:ok, %Shmex{guard: second}} = Native.add_guard(%{shm | guard: nil})
+      assert is_reference(second) and second != shm.guard
     end
 
     test "reports a segment that does not exist" do

@@ -15,9 +15,10 @@ use crate::registry::{self, Entry};
 use crate::segment::Segment;
 use crate::sys::{self, Identity};
 
-/// Owns a segment's name: dropping the guard unlinks it, unless the name
-/// leads to another segment by then (someone else removed ours and made a
-/// new one under its name: that one is theirs).
+/// Owns a segment's name: dropping the last guard of the segment in this
+/// process unlinks it, unless the name leads to another segment by then
+/// (someone else removed ours and made a new one under its name: that one
+/// is theirs).
 ///
 /// While a guard lives, calls on its segment may keep it open between them.
 #[derive(Debug)]
@@ -51,17 +52,25 @@ impl Guard {
     pub(crate) fn entry(&self) -> &Arc<Entry> {
         &self.entry
     }
+
+    /// Which file the guarded segment is.
+    pub(crate) fn identity(&self) -> Identity {
+        self.identity
+    }
 }
 
 impl Drop for Guard {
+    /// The last guard of the segment in this process unlinks it; while
+    /// another one lives (a second guard, a C guard), the name stays.
     fn drop(&mut self) {
-        self.entry.count_guard(false);
         let identity = self.identity;
-        unlink_if(
-            &self.name,
-            |found| found == identity,
-            self.entry.keeps_open(),
-        );
+        if self.entry.count_guard(false) == 0 {
+            unlink_if(
+                &self.name,
+                |found| found == identity,
+                self.entry.keeps_open(),
+            );
+        }
         leftovers::clear(&self.name, identity, Kind::Guarded);
     }
 }

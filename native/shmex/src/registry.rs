@@ -156,13 +156,20 @@ impl Entry {
         }
     }
 
-    /// Counts a guard holding the entry, or one letting go.
-    pub fn count_guard(&self, held: bool) {
+    /// Counts a guard holding the entry, or one letting go; how many hold
+    /// it then.
+    pub fn count_guard(&self, held: bool) -> usize {
         if held {
-            self.guards.fetch_add(1, Ordering::AcqRel);
+            self.guards.fetch_add(1, Ordering::AcqRel) + 1
         } else {
-            self.guards.fetch_sub(1, Ordering::AcqRel);
+            self.guards.fetch_sub(1, Ordering::AcqRel) - 1
         }
+    }
+
+    /// How many guards hold the entry: those of this process's guards of
+    /// every kind (Elixir, Rust and C) that reach it.
+    pub fn guards(&self) -> usize {
+        self.guards.load(Ordering::Acquire)
     }
 
     /// Offers an open segment to keep for later calls: kept if a guard holds

@@ -367,12 +367,16 @@ impl Segment<'_> {
         unsafe { map.with_bytes_mut(len, f) }.or_else(|fault| self.failed(fault, len))
     }
 
-    /// A mapping of the first `len` bytes, their pages reserved, of the
-    /// caller's own: for C callers, which keep a bare pointer.
-    pub fn map_for_caller(&self, len: NonZeroUsize) -> Result<Mapping> {
-        self.check(0, len.get() as u64)?;
-        self.reserve(0, len.get() as u64)?;
-        Mapping::new(self.fd(), len)
+    /// A mapping of at least the first `len` bytes, their pages reserved,
+    /// for a C caller to keep as a bare pointer: the kept mapping when it
+    /// covers them, else a new one (kept in turn, when the segment is kept
+    /// open). The caller's reference keeps it mapped however the segment is
+    /// resized meanwhile.
+    pub fn mapping_for_caller(&self, len: NonZeroUsize) -> Result<Arc<Mapping>> {
+        let end = len.get() as u64;
+        self.check(0, end)?;
+        self.reserve(0, end)?;
+        self.mapping_for(end)
     }
 
     /// `offset + len`, if that lies within the segment.

@@ -66,6 +66,9 @@ impl Claim {
 pub struct Shm<'a> {
     name: &'a ShmName,
     guard: Option<&'a Guard>,
+    /// The struct's guard field holds a resource that is not our guard (a C
+    /// library's guard, such as unifex's).
+    foreign_guard: bool,
     claim: Claim,
 }
 
@@ -73,7 +76,22 @@ impl<'a> Shm<'a> {
     /// A struct for the segment `name`, claiming `claim`; `guard` is its
     /// guard, if it holds one of ours.
     pub fn new(name: &'a ShmName, guard: Option<&'a Guard>, claim: Claim) -> Shm<'a> {
-        Shm { name, guard, claim }
+        Shm {
+            name,
+            guard,
+            foreign_guard: false,
+            claim,
+        }
+    }
+
+    /// The same struct, its guard field holding a resource that is not our
+    /// guard.
+    #[cfg_attr(not(feature = "nif"), allow(dead_code))] // terms are the VM's
+    pub(crate) fn with_foreign_guard(self) -> Shm<'a> {
+        Shm {
+            foreign_guard: true,
+            ..self
+        }
     }
 
     /// A struct for `guard`'s segment, claiming `claim`: to work on a segment
@@ -111,8 +129,15 @@ impl<'a> Shm<'a> {
 
     /// A guard for an existing segment that has none of ours (made by other
     /// code). Any segment will do: claims are checked when it is used.
+    ///
+    /// `AlreadyGuarded` when the struct holds our guard, or holds another
+    /// library's resource while a guard of this process (a C or Rust
+    /// library's) holds the segment: that resource is its guard. A struct
+    /// whose guard was stripped gets a second guard; the segment is unlinked
+    /// when the last one goes.
     pub fn add_guard(&self) -> Result<Guard> {
-        if self.guard.is_some() {
+        let guarded_elsewhere = || self.foreign_guard && registry::entry(self.name).guards() > 0;
+        if self.guard.is_some() || guarded_elsewhere() {
             return Err(Error::AlreadyGuarded);
         }
         let segment = Segment::open(self.name)?;

@@ -143,7 +143,13 @@ impl<'a> ShmexTerm<'a> {
                 "{argument}.name is nil: the struct has no segment, allocate it first"
             ))
         })?;
-        Ok(Shm::new(name, self.guard(), self.claim))
+        let shm = Shm::new(name, self.guard(), self.claim);
+        let foreign = self.guard.is_none() && self.guard_term.is_ref();
+        Ok(if foreign {
+            shm.with_foreign_guard()
+        } else {
+            shm
+        })
     }
 
     /// The `name` field, as the struct spells it.

@@ -9,7 +9,7 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use nix::libc;
-use shmex::internal::{self, Mapping};
+use shmex::internal;
 use shmex::Claim;
 
 /// Faults the test's own handler saw, and the last address.
@@ -85,8 +85,8 @@ fn faults_in_our_mappings_are_absorbed_and_others_reach_the_previous_handler() {
     install_previous();
 
     // One of the crate's mappings (this installs its handler, after ours).
-    let name = internal::create(None, 8192, false).unwrap();
-    let mapping: Mapping = internal::map(&name, Claim::full(8192)).unwrap().unwrap();
+    let (name, _) = internal::create(None, 8192, internal::Creation::Unguarded).unwrap();
+    let mapping = internal::map(&name, Claim::full(8192)).unwrap().unwrap();
     internal::resize(&name, 0).unwrap();
     // SAFETY: the mapping covers 8192 bytes for its life; the page is gone
     // from the file, which the crate's handler absorbs.

@@ -13,6 +13,7 @@
 // The functions are called from C: their safety contract is the header's.
 #![allow(clippy::missing_safety_doc)]
 
+pub mod primary;
 pub mod segments;
 pub mod strings;
 pub mod types;

@@ -1,5 +1,6 @@
 //! The functions of `shmex/lib.h`: creating, mapping, resizing and unlinking
-//! the segment a C `Shmex` names.
+//! the segment a C `Shmex` names, through the VM's primary copy of the crate
+//! once there is one ([`crate::primary`]).
 
 use std::collections::BTreeMap;
 use std::ffi::{c_char, c_int, c_void};
@@ -8,58 +9,93 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use nix::errno::Errno;
 use nix::libc;
-use shmex::internal::{self, Mapping};
+use shmex::internal::{Creation, Identity, Mapping};
 use shmex::{Claim, Error, ShmName, Syscall};
 
 use crate::no_unwind;
+use crate::primary::{call, Held};
 use crate::strings::{malloc_c_string, name_at};
 use crate::types::{not_mapped, Shmex, ShmexLibResult};
 
-/// The mappings this library handed to C, by address: `shmex_unmap` unmaps
-/// exactly those, whatever the struct's capacity says by then.
-static MAPPINGS: Mutex<BTreeMap<usize, Mapping>> = Mutex::new(BTreeMap::new());
+/// The mappings this library handed to C, by address: `shmex_unmap` lets go
+/// of exactly those, whatever the struct's capacity says by then. One
+/// segment's kept mapping may be handed out several times at once.
+static MAPPINGS: Mutex<BTreeMap<usize, Vec<Handle>>> = Mutex::new(BTreeMap::new());
+
+/// What keeps a mapping handed to C mapped.
+enum Handle {
+    /// A segment's mapping, kept by the copy of the crate that made it.
+    Segment(Held),
+    /// Zeroed memory, handed out when mapping failed; unmapped when dropped.
+    Zeros(#[allow(dead_code)] Mapping),
+}
+
+impl Handle {
+    fn faulted(&self) -> bool {
+        match self {
+            Handle::Segment(held) => held.faulted(),
+            Handle::Zeros(_) => false,
+        }
+    }
+}
 
 /// `shmex_allocate_unguarded`: a segment the caller owns, which outlives
 /// this process however it ends.
 #[no_mangle]
 pub unsafe extern "C" fn shmex_allocate_unguarded(payload: *mut Shmex) -> ShmexLibResult {
     // SAFETY: forwarded: the same contract.
-    unsafe { allocate_unguarded(payload, true) }
+    unsafe { allocate(payload, Creation::Unguarded) }.0
 }
 
-/// `shmex_allocate_unguarded`, for a segment that is `kept` unguarded, or
-/// about to be guarded (`shmex_allocate`): then it is removed if this
-/// process dies before the guard is collected.
+/// Creates the segment `payload` names (a fresh one for none, its name then
+/// stored in `payload`) for `shmex_allocate_unguarded`, or guarded by a C
+/// guard for `shmex_allocate`; the result, and the segment's name and
+/// identity.
 ///
 /// # Safety
 ///
 /// As `shmex_allocate_unguarded`: `payload` is NULL or points to a `Shmex`
 /// whose name is NULL or a C string.
-pub unsafe fn allocate_unguarded(payload: *mut Shmex, kept: bool) -> ShmexLibResult {
+pub unsafe fn allocate(
+    payload: *mut Shmex,
+    how: Creation,
+) -> (ShmexLibResult, Option<(ShmName, Identity)>) {
     no_unwind(
         || {
             // SAFETY: a non-NULL payload points to a Shmex, by the header's contract.
             let Some(payload) = (unsafe { payload.as_mut() }) else {
-                return ShmexLibResult::invalid();
+                return (ShmexLibResult::invalid(), None);
             };
             // SAFETY: the name is NULL or a C string.
             let given = unsafe { name_at(payload.name) };
-            let generated = given.is_none();
-            let created = internal::create(given, u64::from(payload.capacity), kept);
-            ShmexLibResult::of(created.and_then(|name| {
-                if generated {
-                    let copy = malloc_c_string(&name.to_posix());
-                    if copy.is_null() {
-                        internal::unlink(&name);
-                        return Err(Error::Os(Errno::ENOMEM, Syscall::ShmOpen));
+            let created = call::create(given.as_ref(), u64::from(payload.capacity), how).and_then(
+                |(name, identity)| {
+                    if given.is_none() {
+                        let copy = malloc_c_string(&name.to_posix());
+                        if copy.is_null() {
+                            forget(&name, identity, how);
+                            return Err(Error::Os(Errno::ENOMEM, Syscall::ShmOpen));
+                        }
+                        payload.name = copy;
                     }
-                    payload.name = copy;
-                }
-                Ok(())
-            }))
+                    Ok((name, identity))
+                },
+            );
+            match created {
+                Ok(created) => (ShmexLibResult::Ok, Some(created)),
+                Err(error) => (ShmexLibResult::failed(error), None),
+            }
         },
-        ShmexLibResult::invalid,
+        || (ShmexLibResult::invalid(), None),
     )
+}
+
+/// Removes a segment just created that cannot be handed out after all.
+pub fn forget(name: &ShmName, identity: Identity, how: Creation) {
+    match how {
+        Creation::Guarded => call::unlink_if(name, identity),
+        Creation::Unguarded => call::unlink(name),
+    }
 }
 
 /// `shmex_open_and_mmap`.
@@ -77,16 +113,22 @@ pub unsafe extern "C" fn shmex_open_and_mmap(payload: *mut Shmex) -> ShmexLibRes
                 size: u64::from(payload.size),
                 capacity: u64::from(payload.capacity),
             };
-            match internal::map(&name, claim) {
-                Ok(mapping) => {
-                    payload.mapped_memory = hand_out(mapping);
+            match call::map(&name, claim) {
+                Ok(Some((address, held))) => {
+                    payload.mapped_memory = hand_out(address, Handle::Segment(held));
+                    ShmexLibResult::Ok
+                }
+                Ok(None) => {
+                    payload.mapped_memory = ptr::null_mut();
                     ShmexLibResult::Ok
                 }
                 Err(error) => {
                     // Code that ignores the result (unifex's payload code
                     // does) finds zeros there, not an address that crashes it.
                     payload.mapped_memory = Mapping::anonymous(claim.capacity)
-                        .map_or(not_mapped(), |mapping| hand_out(Some(mapping)));
+                        .map_or(not_mapped(), |zeros| {
+                            hand_out(zeros.as_ptr(), Handle::Zeros(zeros))
+                        });
                     ShmexLibResult::failed(error)
                 }
             }
@@ -105,9 +147,18 @@ pub unsafe extern "C" fn shmex_unmap(payload: *mut Shmex) {
                 return;
             };
             let memory = std::mem::replace(&mut payload.mapped_memory, not_mapped());
-            // Dropping it unmaps it; C must not use it any more, by the
-            // header's contract.
-            drop(lock_mappings().remove(&(memory as usize)));
+            // Dropping its handle lets go of it; C must not use it any more,
+            // by the header's contract.
+            let handle = {
+                let mut mappings = lock_mappings();
+                let handles = mappings.get_mut(&(memory as usize));
+                let handle = handles.and_then(Vec::pop);
+                if mappings.get(&(memory as usize)).is_some_and(Vec::is_empty) {
+                    mappings.remove(&(memory as usize));
+                }
+                handle
+            };
+            drop(handle);
         },
         || (),
     )
@@ -141,7 +192,8 @@ pub unsafe extern "C" fn shmex_mapping_faulted(payload: *const Shmex) -> c_int {
             let mappings = lock_mappings();
             let faulted = mappings
                 .get(&(payload.mapped_memory as usize))
-                .is_some_and(Mapping::faulted);
+                .and_then(|handles| handles.last())
+                .is_some_and(Handle::faulted);
             c_int::from(faulted)
         },
         || 0,
@@ -165,7 +217,7 @@ pub unsafe extern "C" fn shmex_set_capacity(
             let Ok(capacity) = u32::try_from(capacity) else {
                 return ShmexLibResult::failed(Error::Os(Errno::EFBIG, Syscall::Ftruncate));
             };
-            let resized = internal::resize(&name, u64::from(capacity));
+            let resized = call::resize(&name, u64::from(capacity));
             if resized.is_ok() {
                 payload.capacity = capacity;
                 payload.size = payload.size.min(capacity);
@@ -187,7 +239,7 @@ pub unsafe extern "C" fn shmex_unlink(payload: *mut Shmex) -> ShmexLibResult {
                 unsafe { payload.as_ref() }.and_then(|payload| unsafe { name_at(payload.name) });
             match name {
                 Some(name) => {
-                    internal::unlink(&name);
+                    call::unlink(&name);
                     ShmexLibResult::Ok
                 }
                 None => ShmexLibResult::invalid(),
@@ -204,7 +256,7 @@ pub unsafe extern "C" fn shmex_shm_unlink(name: *mut c_char) {
         || {
             // SAFETY: the name is NULL or a C string.
             if let Some(name) = unsafe { name_at(name) } {
-                internal::unlink(&name);
+                call::unlink(&name);
             }
         },
         || (),
@@ -231,14 +283,13 @@ pub unsafe extern "C" fn shmex_generate_shm_name(name: *mut c_char, _attempt: c_
     )
 }
 
-/// Keeps `mapping` in the table and gives C its address; NULL for none (a
-/// zero-capacity struct maps nothing).
-fn hand_out(mapping: Option<Mapping>) -> *mut c_void {
-    let Some(mapping) = mapping else {
-        return ptr::null_mut();
-    };
-    let address = mapping.as_ptr();
-    lock_mappings().insert(address as usize, mapping);
+/// Keeps the handle of the mapping at `address` in the table and gives C the
+/// address.
+fn hand_out(address: *mut u8, handle: Handle) -> *mut c_void {
+    lock_mappings()
+        .entry(address as usize)
+        .or_default()
+        .push(handle);
     address.cast()
 }
 
@@ -260,6 +311,6 @@ unsafe fn unmapped<'p>(payload: *mut Shmex) -> Result<(&'p mut Shmex, ShmName), 
     Ok((payload, name))
 }
 
-fn lock_mappings() -> MutexGuard<'static, BTreeMap<usize, Mapping>> {
+fn lock_mappings() -> MutexGuard<'static, BTreeMap<usize, Vec<Handle>>> {
     MAPPINGS.lock().unwrap_or_else(PoisonError::into_inner)
 }

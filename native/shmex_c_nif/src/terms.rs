@@ -11,10 +11,11 @@ use rustler::sys::{
 };
 use rustler::types::atom;
 use rustler::{Encoder, Env, Term};
-use shmex::internal::{self, struct_term, NAME_MAX};
-use shmex::{ArgumentError, Claim, ShmName, ShmexTerm};
+use shmex::internal::{self, struct_term, Creation, Identity, NAME_MAX};
+use shmex::{ArgumentError, Claim, Error, ShmName, ShmexTerm, Syscall};
 use shmex_c::no_unwind;
-use shmex_c::segments::{allocate_unguarded, release_common};
+use shmex_c::primary::call;
+use shmex_c::segments::{allocate, forget, release_common};
 use shmex_c::strings::{malloc_c_string, name_at};
 use shmex_c::types::{not_mapped, ShmexLibResult};
 
@@ -225,7 +226,9 @@ pub unsafe extern "C" fn shmex_raise_bad_argument(
     )
 }
 
-/// `shmex_allocate`.
+/// `shmex_allocate`: the segment is created and guarded at once (a C guard
+/// counted with the VM's other guards of it); without a guard type, it is
+/// created unguarded.
 #[no_mangle]
 pub unsafe extern "C" fn shmex_allocate(
     env: *mut ErlNifEnv,
@@ -234,11 +237,24 @@ pub unsafe extern "C" fn shmex_allocate(
 ) -> ShmexLibResult {
     no_unwind(
         || {
+            let how = if guard_type.is_null() {
+                Creation::Unguarded
+            } else {
+                Creation::Guarded
+            };
             // SAFETY: forwarded: the same contract.
-            let result = unsafe { allocate_unguarded(payload.cast(), false) };
-            if result == ShmexLibResult::Ok {
-                // SAFETY: forwarded: the same contract.
-                unsafe { shmex_add_guard(env, guard_type, payload) };
+            let (result, created) = unsafe { allocate(payload.cast(), how) };
+            let Some((name, identity)) = created.filter(|_| how == Creation::Guarded) else {
+                return result;
+            };
+            // SAFETY: the payload was allocated: it is a valid Shmex.
+            let payload = unsafe { &mut *payload };
+            // SAFETY: a resource type registered for guards, by contract.
+            let attached =
+                unsafe { attach_guard(env, guard_type, payload, &name, || Ok(identity)) };
+            if !attached {
+                forget(&name, identity, how);
+                return ShmexLibResult::failed(Error::Os(Errno::ENOMEM, Syscall::ShmOpen));
             }
             result
         },
@@ -246,7 +262,8 @@ pub unsafe extern "C" fn shmex_allocate(
     )
 }
 
-/// `shmex_add_guard`: does nothing without a guard type or a name.
+/// `shmex_add_guard`: does nothing without a guard type or a name, nor for a
+/// name that leads to no segment (or to a FIFO, socket, device or link).
 #[no_mangle]
 pub unsafe extern "C" fn shmex_add_guard(
     env: *mut ErlNifEnv,
@@ -264,42 +281,63 @@ pub unsafe extern "C" fn shmex_add_guard(
             let Some(name) = (unsafe { name_at(payload.name) }) else {
                 return;
             };
-            let posix = name.to_posix();
-            if guard_type.is_null() || posix.is_empty() {
+            if guard_type.is_null() || name.to_posix().is_empty() {
                 return; // a name no segment can have: nothing to guard
             }
-            let mut stored = [0 as c_char; NAME_MAX + 1];
-            // Without the leading slash: 255 bytes at most, and a NUL.
-            for (slot, &byte) in stored.iter_mut().zip(&posix[1..]) {
-                *slot = byte as c_char;
-            }
-            // Only a segment is guarded: a name leading nowhere, or to a
-            // FIFO, socket, device or link, is left without a guard.
-            let Ok(identity) = internal::guard(&name) else {
-                return;
-            };
-            let guard = ShmexGuard {
-                name: stored,
-                identity,
-            };
-            // SAFETY: `guard_type` is a resource type the caller registered
-            // for guards (this size, shmex_guard_destructor); the fresh
-            // resource is filled before it is made into a term, and released
-            // once, leaving the term its owner.
-            unsafe {
-                let resource =
-                    enif_alloc_resource(guard_type, size_of::<ShmexGuard>()).cast::<ShmexGuard>();
-                if resource.is_null() {
-                    internal::unguard(&name, identity);
-                    return;
-                }
-                resource.write(guard);
-                payload.guard = enif_make_resource(env, resource.cast::<c_void>().cast_const());
-                enif_release_resource(resource.cast::<c_void>().cast_const());
-            }
+            // SAFETY: a resource type registered for guards, by contract.
+            unsafe { attach_guard(env, guard_type, payload, &name, || call::guard(&name)) };
         },
         || (),
     )
+}
+
+/// Makes `payload`'s guard a new resource of `guard_type` holding `name` and
+/// the identity `guard` gives (the C guard it stands for); whether it could.
+///
+/// # Safety
+///
+/// `guard_type` is a resource type registered for guards (of this size,
+/// with `shmex_guard_destructor`), `env` the caller's.
+unsafe fn attach_guard(
+    env: *mut ErlNifEnv,
+    guard_type: *mut ErlNifResourceType,
+    payload: &mut Shmex,
+    name: &ShmName,
+    guard: impl FnOnce() -> shmex::Result<Identity>,
+) -> bool {
+    let posix = name.to_posix();
+    let mut stored = [0 as c_char; NAME_MAX + 1];
+    // Without the leading slash: 255 bytes at most, and a NUL.
+    for (slot, &byte) in stored.iter_mut().zip(&posix[1..]) {
+        *slot = byte as c_char;
+    }
+    // SAFETY: the caller's resource type; the fresh resource is filled
+    // before it is made into a term or released (an empty name makes the
+    // destructor do nothing), and released once, leaving a term its owner.
+    unsafe {
+        let resource =
+            enif_alloc_resource(guard_type, size_of::<ShmexGuard>()).cast::<ShmexGuard>();
+        if resource.is_null() {
+            return false;
+        }
+        resource.write(ShmexGuard {
+            name: [0; NAME_MAX + 1],
+            identity: [0, 0],
+        });
+        let attached = match guard() {
+            Ok(identity) => {
+                resource.write(ShmexGuard {
+                    name: stored,
+                    identity,
+                });
+                payload.guard = enif_make_resource(env, resource.cast::<c_void>().cast_const());
+                true
+            }
+            Err(_) => false,
+        };
+        enif_release_resource(resource.cast::<c_void>().cast_const());
+        attached
+    }
 }
 
 /// `shmex_guard_destructor`: unlinks the guarded segment, unless its name
@@ -320,7 +358,7 @@ pub unsafe extern "C" fn shmex_guard_destructor(_env: *mut ErlNifEnv, resource: 
                 .unwrap_or(guard.name.len());
             let bytes: Vec<u8> = guard.name[..len].iter().map(|&byte| byte as u8).collect();
             if let Some(name) = ShmName::new(&bytes).filter(|_| len > 0) {
-                internal::unlink_if(&name, guard.identity);
+                call::unlink_if(&name, guard.identity);
             }
         },
         || (),

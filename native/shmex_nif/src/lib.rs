@@ -54,6 +54,12 @@ fn stats() -> calls::Stats {
     calls::stats()
 }
 
+/// The VM's primary copy of the crate is this library's: C libraries in the
+/// VM find this table and work through it (see `shmex_c::primary`).
+#[no_mangle]
+#[allow(non_upper_case_globals)] // the name C looks for
+pub static shmex_vm_api_v1: shmex_c::primary::Api = shmex_c::primary::TABLE;
+
 /// Before the first call: what VMs that died left in `/dev/shm` goes.
 fn load(_env: Env, _info: Term) -> bool {
     shmex::internal::start();

@@ -5,17 +5,19 @@
 //!
 //! Owns nothing of its own: it adapts the layers below for those two.
 
+mod c_guards;
 #[cfg(feature = "nif")]
 mod nif;
 
 use std::num::NonZeroUsize;
+use std::sync::Arc;
 
 use crate::exclusion::Access;
 use crate::leftovers::{self, Kind};
 use crate::registry;
 use crate::segment::Segment;
 use crate::sys;
-use crate::{background, budget, guard, Claim, Error, Result, ShmName};
+use crate::{background, budget, guard, Claim, Error, Guard, Result, ShmName};
 
 pub use crate::mapping::Mapping;
 pub use crate::name::NAME_MAX;
@@ -54,33 +56,53 @@ pub fn start() {
 /// Which file a segment is, as C keeps it: device and inode.
 pub type Identity = [u64; 2];
 
-/// Creates the segment `name`, or a fresh one, `len` zero bytes long, with no
-/// guard; its name. A fresh one that is `kept` (handed out unguarded on
-/// purpose) is not removed after this process dies; one about to be guarded
-/// (`shmex_allocate`) is.
-pub fn create(name: Option<ShmName>, len: u64, kept: bool) -> Result<ShmName> {
-    match name {
-        Some(name) => Segment::create(&name, len).map(|_| name),
-        None => Segment::create_unique(len).map(|(name, segment)| {
-            if kept {
-                leftovers::record(&name, segment.identity(), Kind::Kept);
-            }
-            name
-        }),
-    }
+/// What becomes of a segment C creates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Creation {
+    /// Handed out unguarded on purpose (`shmex_allocate_unguarded`): it
+    /// outlives this process, however that ends.
+    Unguarded,
+    /// Guarded by a C guard at once (`shmex_allocate`): see [`guard`].
+    Guarded,
 }
 
-/// A mapping of the first `claim.capacity` bytes of the segment `name`, after
-/// checking `claim` against it and reserving the pages; `None` for a
-/// capacity of 0. For C callers, which keep a bare pointer.
-pub fn map(name: &ShmName, claim: Claim) -> Result<Option<Mapping>> {
-    let segment = Segment::open(name)?;
+/// Creates the segment `name`, or a fresh one, `len` zero bytes long; its
+/// name and identity.
+pub fn create(name: Option<ShmName>, len: u64, how: Creation) -> Result<(ShmName, Identity)> {
+    let generated = name.is_none();
+    let (name, segment) = match name {
+        Some(name) => Segment::create(&name, len).map(|segment| (name, segment))?,
+        None => Segment::create_unique(len)?,
+    };
+    let identity = segment.identity();
+    match how {
+        Creation::Unguarded if generated => {
+            leftovers::record(&name, identity, Kind::Kept);
+        }
+        Creation::Unguarded => {}
+        Creation::Guarded => c_guards::hold(Guard::new(name.clone(), &segment)),
+    }
+    Ok((name, identity.to_bits()))
+}
+
+/// A mapping of at least the first `claim.capacity` bytes of the segment
+/// `name`, after the checks of an Elixir call (the claim against the
+/// segment's size, read anew) and with its pages reserved; `None` for a
+/// capacity of 0. It is the mapping this process keeps of the segment when
+/// it keeps one (a guarded segment, however guarded), so that mapping it
+/// again costs no system call but `fstat`; the caller's reference keeps it
+/// mapped until dropped, whatever happens to the segment meanwhile. Takes
+/// the segment's turn to read it, with Elixir's calls.
+pub fn map(name: &ShmName, claim: Claim) -> Result<Option<Arc<Mapping>>> {
+    let entry = registry::entry(name);
+    let held = entry.lock(Access::Shared);
+    let segment = held.segment()?;
     claim.check(segment.len())?;
     let Ok(len) = usize::try_from(claim.capacity) else {
         return Err(Error::Os(nix::errno::Errno::ENOMEM, crate::Syscall::Mmap));
     };
     NonZeroUsize::new(len)
-        .map(|len| segment.map_for_caller(len))
+        .map(|len| segment.mapping_for_caller(len))
         .transpose()
 }
 
@@ -100,27 +122,29 @@ pub fn unlink(name: &ShmName) {
     }
 }
 
-/// Guards the segment `name` for a C guard: which file it is now, recorded
-/// as guarded by this process. `ENXIO` for a file that is not a segment, which
-/// no guard may hold.
+/// Guards the segment `name` for a C guard: a [`Guard`] of this process,
+/// held until [`unlink_if`] with the identity returned ends it, so that C,
+/// Rust and Elixir guards of one segment are counted together and the last
+/// one unlinks it. `ENXIO` for a file that is not a segment, which no guard
+/// may hold.
 pub fn guard(name: &ShmName) -> Result<Identity> {
-    let identity = sys::status_of_name(name)?.identity;
+    let segment = Segment::open(name)?;
+    let identity = segment.identity();
     leftovers::clear(name, identity, Kind::Kept);
-    leftovers::record(name, identity, Kind::Guarded);
+    c_guards::hold(Guard::new(name.clone(), &segment));
     Ok(identity.to_bits())
 }
 
-/// Ends a C guard of `name`: unlinks the segment if it still is `identity`
-/// (a guard must not remove a segment that replaced its own), and clears its
-/// record. A guard made before identities were kept (all zeros) unlinks
-/// whatever segment the name leads to.
+/// Ends a C guard of `name`: drops the guard [`guard`] made for it, which
+/// unlinks the segment if no other guard of this process holds it and its
+/// name still leads to it. A guard this process did not make (another copy
+/// of the crate made it, before it found this one) unlinks the segment if
+/// it still is `identity`; one whose identity is unknown (all zeros),
+/// whatever the name leads to.
 pub fn unlink_if(name: &ShmName, identity: Identity) {
+    if c_guards::release(name, sys::Identity::from_bits(identity)) {
+        return;
+    }
     let ours = |found: sys::Identity| identity == [0, 0] || found.to_bits() == identity;
     guard::unlink_if(name, ours, false);
-    unguard(name, identity);
-}
-
-/// Clears the record [`guard`] made, for a C guard that is not to be.
-pub fn unguard(name: &ShmName, identity: Identity) {
-    leftovers::clear(name, sys::Identity::from_bits(identity), Kind::Guarded);
 }
