@@ -118,6 +118,34 @@ defmodule Shmex.CApiTest do
     assert Segments.eventually(fn -> not Segments.exists?(name) end)
   end
 
+  @tag :beam
+  test "a C library works on its own until the Shmex NIF loads, then through it" do
+    # In a VM of its own, where Shmex.Native.Nif is not loaded until first used.
+    code = ~S"""
+    Shmex.Test.Beam.load_natives()
+    IO.puts("primary loaded: #{:code.is_loaded(Shmex.Native.Nif) != false}")
+    {:ok, early} = ShmexCClient.Nif.allocate(10, ?e)
+    Shmex.new("the primary loads")
+    Process.sleep(100)
+    {:ok, late} = ShmexCClient.Nif.allocate(10, ?l)
+    # Made through the primary: its C guard counts with Elixir's guards.
+    IO.inspect(Shmex.Native.add_guard(late), label: "late")
+    # Made before: its C guard is the C library's own.
+    {:ok, second} = Shmex.Native.add_guard(early)
+    IO.puts("early guarded anew")
+    IO.inspect(ShmexCClient.Nif.checksum(early), label: "early checksum")
+    IO.inspect(ShmexCClient.Nif.checksum(late), label: "late checksum")
+    Shmex.ensure_not_gc(second)
+    """
+
+    {output, 0} = Shmex.Test.Beam.run(code)
+    assert output =~ "primary loaded: false", output
+    assert output =~ "late: {:error, :already_guarded}", output
+    assert output =~ "early guarded anew", output
+    assert output =~ "early checksum: {:ok, 1010}", output
+    assert output =~ "late checksum: {:ok, 1080}", output
+  end
+
   test "shmex_init gives an unallocated struct" do
     assert C.blank(10) == %Shmex{name: nil, guard: nil, size: 0, capacity: 10}
   end

@@ -298,11 +298,12 @@ impl Drop for Entry {
 }
 
 /// Closes a kept segment: in the background when that frees many pages (its
-/// name may be gone, and this the last reference to it) or unmaps memory
-/// (munmap interrupts every thread of the process).
+/// name may be gone, and this the last reference to it) or unmaps a large
+/// mapping; here otherwise, where it costs less than handing it over.
 fn dispose(kept: Option<Kept>) {
     let Some(kept) = kept else { return };
-    if kept.mapping.is_none() && cost::frees_quickly(kept.open.allocated()) {
+    let mapped = kept.mapping.as_ref().map_or(0, |mapping| mapping.len());
+    if cost::frees_quickly(kept.open.allocated().max(mapped)) {
         drop(kept);
     } else {
         background::run_or_here(Box::new(move || drop(kept)));

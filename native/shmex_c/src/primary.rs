@@ -52,7 +52,7 @@ pub const SYMBOL: &CStr = c"shmex_vm_api_v1";
 
 /// How long a copy that found no primary works on its own before it looks
 /// again.
-pub const LOOK_AGAIN: Duration = Duration::from_millis(20);
+pub const LOOK_AGAIN: Duration = Duration::from_millis(5);
 
 /// A name passed across: `/` and the name's bytes, not NUL-terminated.
 #[repr(C)]

@@ -18,6 +18,21 @@ pub struct Shmex<Guard = ()> {
     pub guard: Guard,
 }
 
+// The layout shmex/lib.h declares, on 64-bit targets; the C side asserts
+// the same numbers (test/support/c_client/api_surface.c).
+#[cfg(target_pointer_width = "64")]
+const _: () = {
+    use std::mem::offset_of;
+    assert!(offset_of!(Shmex<u64>, name) == 0);
+    assert!(offset_of!(Shmex<u64>, size) == 8);
+    assert!(offset_of!(Shmex<u64>, capacity) == 12);
+    assert!(offset_of!(Shmex<u64>, mapped_memory) == 16);
+    assert!(offset_of!(Shmex<u64>, guard) == 24);
+    assert!(size_of::<Shmex<u64>>() == 32);
+    assert!(size_of::<ShmexLibResult>() == size_of::<c_int>());
+    assert!(ShmexLibResult::InvalidPayload as c_int == 5);
+};
+
 impl<Guard> Shmex<Guard> {
     /// The fields both flavours share.
     pub fn common(&mut self) -> &mut Shmex {

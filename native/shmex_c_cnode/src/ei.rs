@@ -14,6 +14,15 @@ pub struct ErlangRef {
     pub creation: c_uint,
 }
 
+// ei.h's layout (OTP 23 and later); the C node test asserts the same
+// numbers (test/support/c_node/shmex_cnode.c).
+const _: () = {
+    assert!(std::mem::offset_of!(ErlangRef, len) == 1024);
+    assert!(std::mem::offset_of!(ErlangRef, n) == 1028);
+    assert!(std::mem::offset_of!(ErlangRef, creation) == 1048);
+    assert!(size_of::<ErlangRef>() == 1052);
+};
+
 /// `ei_x_buff`, only ever behind a pointer.
 #[repr(C)]
 pub struct EiXBuff {

@@ -32,6 +32,14 @@ pub struct ShmexGuard {
     identity: internal::Identity,
 }
 
+// The layout shmex/shmex.h declares; the C side asserts the same numbers
+// (test/support/c_client/api_surface.c).
+const _: () = {
+    assert!(std::mem::offset_of!(ShmexGuard, identity) == 256);
+    assert!(size_of::<ShmexGuard>() == 272);
+    assert!(size_of::<ErlNifTerm>() == size_of::<u64>());
+};
+
 /// What `shmex_make_error_term` raises for results that are no errors.
 mod raised {
     rustler::atoms! { ok_is_not_error, shm_is_mapped, unknown }

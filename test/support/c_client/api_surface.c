@@ -6,6 +6,20 @@
  * -Werror=implicit-function-declaration, as GCC 14 does by default.
  */
 #include <shmex/shmex.h>
+#include <stddef.h>
+
+/* The layouts the Rust side asserts (native/shmex_c/src/types.rs and
+ * native/shmex_c_nif/src/terms.rs), on 64-bit targets. */
+_Static_assert(offsetof(Shmex, name) == 0, "Shmex.name");
+_Static_assert(offsetof(Shmex, size) == 8, "Shmex.size");
+_Static_assert(offsetof(Shmex, capacity) == 12, "Shmex.capacity");
+_Static_assert(offsetof(Shmex, mapped_memory) == 16, "Shmex.mapped_memory");
+_Static_assert(offsetof(Shmex, guard) == 24, "Shmex.guard");
+_Static_assert(sizeof(Shmex) == 32, "Shmex");
+_Static_assert(sizeof(ShmexLibResult) == sizeof(int), "ShmexLibResult");
+_Static_assert(SHMEX_ERROR_INVALID_PAYLOAD == 5, "ShmexLibResult values");
+_Static_assert(offsetof(ShmexGuard, identity) == 256, "ShmexGuard.identity");
+_Static_assert(sizeof(ShmexGuard) == 272, "ShmexGuard");
 
 static ErlNifResourceType *guard_type;
 

@@ -21,6 +21,15 @@
 
 #include <ei.h>
 #include <shmex/shmex.h>
+#include <stddef.h>
+
+/* The layouts the Rust side asserts (native/shmex_c_cnode/src/ei.rs and
+ * native/shmex_c/src/types.rs), on 64-bit targets. */
+_Static_assert(offsetof(erlang_ref, len) == 1024, "erlang_ref.len");
+_Static_assert(offsetof(erlang_ref, n) == 1028, "erlang_ref.n");
+_Static_assert(offsetof(erlang_ref, creation) == 1048, "erlang_ref.creation");
+_Static_assert(sizeof(erlang_ref) == 1052, "erlang_ref");
+_Static_assert(offsetof(Shmex, guard) == 24 && sizeof(Shmex) == 32, "Shmex");
 
 static int send_reply(int fd, erlang_pid *to, ei_x_buff *reply) {
   return ei_send(fd, to, reply->buff, reply->index);

@@ -1,0 +1,122 @@
+# The C path every unifex native takes, measured beside the same system
+# calls by name in C (bench/payload_nif.c), in one run:
+#
+#     mix run bench/c_path_bench.exs
+#
+# Two NIF libraries built from payload_nif.c sit in one VM beside the Shmex
+# NIF, as two Membrane plugins would. Each row is the median of several
+# batches. "× floor" compares with the by-name C loop of the same kind.
+
+defmodule Shmex.Bench.PayloadA do
+  @moduledoc false
+  def load(path), do: :erlang.load_nif(String.to_charlist(path), 0)
+  def touch(_shm, _n), do: :erlang.nif_error(:not_loaded)
+  def allocate(_size, _n), do: :erlang.nif_error(:not_loaded)
+  def floor_touch(_name, _n), do: :erlang.nif_error(:not_loaded)
+  def floor_allocate(_size, _n), do: :erlang.nif_error(:not_loaded)
+end
+
+defmodule Shmex.Bench.PayloadB do
+  @moduledoc false
+  def load(path), do: :erlang.load_nif(String.to_charlist(path), 0)
+  def touch(_shm, _n), do: :erlang.nif_error(:not_loaded)
+  def allocate(_size, _n), do: :erlang.nif_error(:not_loaded)
+  def floor_touch(_name, _n), do: :erlang.nif_error(:not_loaded)
+  def floor_allocate(_size, _n), do: :erlang.nif_error(:not_loaded)
+end
+
+defmodule Shmex.Bench.CPath do
+  alias Shmex.Bench.{PayloadA, PayloadB}
+
+  @sizes [64, 4096, 1_048_576]
+  @batches 7
+
+  def main do
+    build!(PayloadA)
+    build!(PayloadB)
+    # The Shmex NIF is the VM's primary: loaded first, as in any Membrane app.
+    Shmex.new("x")
+
+    IO.puts("| per payload | size | ns | by-name floor, ns | × floor |")
+    IO.puts("|---|---:|---:|---:|---:|")
+
+    for size <- @sizes do
+      data = :binary.copy(<<7>>, size)
+      elixir_made = Shmex.new(data)
+      [c_made] = PayloadA.allocate(size, 1)
+      floor = median(fn -> PayloadA.floor_touch(elixir_made.name, 2000) end)
+
+      row(
+        "touch (made by Elixir)",
+        size,
+        median(fn -> PayloadB.touch(elixir_made, 2000) end),
+        floor
+      )
+
+      row(
+        "touch (made by another C library)",
+        size,
+        median(fn -> PayloadB.touch(c_made, 2000) end),
+        floor
+      )
+    end
+
+    for size <- [64, 4096] do
+      n = 1000
+      floor = median(fn -> PayloadA.floor_allocate(size, n) end)
+
+      ours =
+        median(fn ->
+          {time, :ok} =
+            :timer.tc(fn ->
+              allocate_and_drop(size, n)
+              :erlang.garbage_collect()
+              :ok
+            end)
+
+          time * 1000 / n
+        end)
+
+      row("allocate + fill from C, then collected", size, ours, floor)
+    end
+  end
+
+  defp allocate_and_drop(size, n) do
+    PayloadA.allocate(size, n)
+    :ok
+  end
+
+  defp row(what, size, ns, floor) do
+    IO.puts(
+      "| #{what} | #{human(size)} | #{round(ns)} | #{round(floor)} | #{Float.round(ns / floor, 2)} |"
+    )
+  end
+
+  defp median(fun) do
+    fun.()
+    times = for _ <- 1..@batches, do: fun.()
+    Enum.at(Enum.sort(times), div(@batches, 2))
+  end
+
+  defp build!(module) do
+    source = Path.join(__DIR__, "payload_nif.c")
+    name = module |> Module.split() |> List.last()
+    output = Path.join(System.tmp_dir!(), "shmex-#{name}-#{System.pid()}.so")
+
+    args =
+      ~w(-std=c11 -O2 -fPIC -shared -DMODULE=#{module}) ++
+        String.split(Shmex.Build.cflags(:nif)) ++
+        [source, "-o", output] ++ String.split(Shmex.Build.ldflags(:nif))
+
+    case System.cmd("gcc", args, stderr_to_stdout: true) do
+      {_, 0} -> :ok = module.load(Path.rootname(output))
+      {out, _} -> raise "building #{source} failed:\n#{out}"
+    end
+  end
+
+  defp human(size) when size >= 1_048_576, do: "#{div(size, 1_048_576)} MiB"
+  defp human(size) when size >= 1024, do: "#{div(size, 1024)} KiB"
+  defp human(size), do: "#{size} B"
+end
+
+Shmex.Bench.CPath.main()
