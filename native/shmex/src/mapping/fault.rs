@@ -121,6 +121,11 @@ pub(super) fn register(start: usize, len: usize) -> &'static Slot {
     let mut last = &FIRST;
     for block in Block::blocks() {
         for slot in &block.slots {
+            // A load first: with many mappings live, most slots are taken,
+            // and a failed compare-exchange costs far more than a load.
+            if slot.start.load(Ordering::Relaxed) != 0 {
+                continue;
+            }
             let claim =
                 slot.start
                     .compare_exchange(0, CLAIMED, Ordering::AcqRel, Ordering::Relaxed);
