@@ -7,22 +7,16 @@
 # NIF, as two Membrane plugins would. Each row is the median of several
 # batches. "× floor" compares with the by-name C loop of the same kind.
 
-defmodule Shmex.Bench.PayloadA do
-  @moduledoc false
-  def load(path), do: :erlang.load_nif(String.to_charlist(path), 0)
-  def touch(_shm, _n), do: :erlang.nif_error(:not_loaded)
-  def allocate(_size, _n), do: :erlang.nif_error(:not_loaded)
-  def floor_touch(_name, _n), do: :erlang.nif_error(:not_loaded)
-  def floor_allocate(_size, _n), do: :erlang.nif_error(:not_loaded)
-end
-
-defmodule Shmex.Bench.PayloadB do
-  @moduledoc false
-  def load(path), do: :erlang.load_nif(String.to_charlist(path), 0)
-  def touch(_shm, _n), do: :erlang.nif_error(:not_loaded)
-  def allocate(_size, _n), do: :erlang.nif_error(:not_loaded)
-  def floor_touch(_name, _n), do: :erlang.nif_error(:not_loaded)
-  def floor_allocate(_size, _n), do: :erlang.nif_error(:not_loaded)
+# Two NIF libraries built from one source, as two plugins would be.
+for module <- [Shmex.Bench.PayloadA, Shmex.Bench.PayloadB] do
+  defmodule module do
+    @moduledoc false
+    def load(path), do: :erlang.load_nif(String.to_charlist(path), 0)
+    def touch(_shm, _n), do: :erlang.nif_error(:not_loaded)
+    def allocate(_size, _n), do: :erlang.nif_error(:not_loaded)
+    def floor_touch(_name, _n), do: :erlang.nif_error(:not_loaded)
+    def floor_allocate(_size, _n), do: :erlang.nif_error(:not_loaded)
+  end
 end
 
 defmodule Shmex.Bench.CPath do

@@ -27,10 +27,11 @@ defmodule Shmex.Native.Room do
   end
 
   defp settle(deadline) do
-    cond do
-      Nif.stats().background_jobs == 0 -> :ok
-      System.monotonic_time(:millisecond) >= deadline -> :ok
-      true -> Process.sleep(1) && settle(deadline)
+    if Nif.stats().background_jobs > 0 and System.monotonic_time(:millisecond) < deadline do
+      Process.sleep(1)
+      settle(deadline)
+    else
+      :ok
     end
   end
 end
