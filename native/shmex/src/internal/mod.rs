@@ -46,11 +46,14 @@ pub fn stats() -> Stats {
     }
 }
 
-/// Starts this copy of the crate's session, removing first what dead
-/// processes left in the shared memory directory (see `leftovers`); a NIF
-/// library does so when it loads, before any call.
+/// Starts this copy of the crate: its session, removing first what dead
+/// processes left in the shared memory directory (see `leftovers`), and its
+/// SIGBUS handler, which keeps its library loaded for good (other libraries
+/// may work through it). A NIF library does so when it loads, before any
+/// call.
 pub fn start() {
     leftovers::start();
+    crate::mapping::install_fault_handler();
 }
 
 /// Which file a segment is, as C keeps it: device and inode.

@@ -39,6 +39,13 @@ use nix::sys::mman::{self, MapFlags, ProtFlags};
 
 use crate::error::{Context, Error, Result, Syscall};
 
+/// Installs this copy's SIGBUS handler now, rather than with its first
+/// mapping, and so keeps its library loaded for good: a primary whose table
+/// other libraries hold must never be unloaded. Whether it is in place.
+pub(crate) fn install_fault_handler() -> bool {
+    fault::install()
+}
+
 /// How many times pages of our mappings were lost (and the process lived).
 pub fn faults_absorbed() -> usize {
     fault::absorbed()
