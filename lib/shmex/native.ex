@@ -50,30 +50,52 @@ defmodule Shmex.Native do
 
   alias Shmex.Native.Nif
 
-  # A scheduled NIF call (see Shmex.Native.Nif): made again on a dirty
-  # scheduler when it would hold a normal one too long, and again, whole,
-  # once the segment it waits for is free. No scheduler waits meanwhile:
-  # this process does.
-  defmacrop scheduled({name, _, args} = call) do
-    dirty = :"#{name}_dirty"
-
+  # A NIF call that may have to wait for its turn on a segment: it answers
+  # `{:wait, token}` and the turn comes with `{:shmex_segment_free, token}`;
+  # called again, the call then has it. No scheduler waits meanwhile: this
+  # process does. In case a wake-up is lost, the call is made again every
+  # @poll ms (it keeps its place in the queue).
+  defmacrop turn(call) do
     quote do
-      result =
-        case Nif.unquote(name)(unquote_splicing(args)) do
-          :reschedule -> Nif.unquote(dirty)(unquote_splicing(args))
-          result -> result
-        end
-
-      case result do
-        {:wait, token} ->
-          receive do
-            {:shmex_segment_free, ^token} -> unquote(call)
-          end
-
-        result ->
-          result
+      case unquote(call) do
+        {:wait, token} -> wait_turn(token, fn -> unquote(call) end, 0)
+        result -> result
       end
     end
+  end
+
+  @poll 1_000
+  @give_up 60_000
+
+  defp wait_turn(token, call, waited) do
+    receive do
+      {:shmex_segment_free, ^token} -> after_wait(call.(), call)
+    after
+      @poll ->
+        if waited >= @give_up do
+          raise "Shmex.Native: no turn on the segment after #{div(waited, 1000)} s of waiting"
+        end
+
+        case call.() do
+          {:wait, ^token} -> wait_turn(token, call, waited + @poll)
+          result -> after_wait(result, call, token)
+        end
+    end
+  end
+
+  defp after_wait(result, call, stale \\ nil)
+
+  defp after_wait({:wait, token}, call, _stale), do: wait_turn(token, call, 0)
+
+  defp after_wait(result, _call, stale) do
+    # A wake-up that came after the call found its turn by itself.
+    receive do
+      {:shmex_segment_free, ^stale} -> :ok
+    after
+      0 -> :ok
+    end
+
+    result
   end
 
   @typedoc "Why a call failed; see the module docs."
@@ -145,7 +167,7 @@ defmodule Shmex.Native do
   @spec set_capacity(Shmex.t(), capacity :: non_neg_integer()) ::
           {:ok, Shmex.t()} | {:error, segment_error()}
   def set_capacity(shm, capacity) do
-    scheduled(set_capacity(shm, capacity))
+    turn(Nif.set_capacity(shm, capacity))
   end
 
   @doc """
@@ -176,7 +198,7 @@ defmodule Shmex.Native do
   @spec read(Shmex.t(), read_size :: non_neg_integer()) ::
           {:ok, binary()} | {:error, :invalid_read_size | segment_error()}
   def read(shm, read_size) do
-    scheduled(read(shm, read_size))
+    turn(Nif.read(shm, read_size))
   end
 
   @doc """
@@ -193,7 +215,7 @@ defmodule Shmex.Native do
   """
   @spec write(Shmex.t(), data :: binary()) :: {:ok, Shmex.t()} | {:error, segment_error()}
   def write(shm, data) do
-    scheduled(write(shm, data))
+    turn(Nif.write(shm, data))
   end
 
   @doc """
@@ -213,7 +235,7 @@ defmodule Shmex.Native do
   @spec split_at(Shmex.t(), position :: non_neg_integer()) ::
           {:ok, {Shmex.t(), Shmex.t()}} | {:error, :invalid_position | segment_error()}
   def split_at(shm, position) do
-    scheduled(split_at(shm, position))
+    turn(Nif.split_at(shm, position))
   end
 
   @doc """
@@ -231,7 +253,7 @@ defmodule Shmex.Native do
   @spec append(target :: Shmex.t(), source :: Shmex.t()) ::
           {:ok, Shmex.t()} | {:error, segment_error()}
   def append(target, source) do
-    scheduled(append(target, source))
+    turn(Nif.append(target, source))
   end
 
   @doc """
@@ -268,6 +290,6 @@ defmodule Shmex.Native do
   @spec trim(Shmex.t(), bytes :: non_neg_integer()) ::
           {:ok, Shmex.t()} | {:error, :invalid_trim_size | segment_error()}
   def trim(shm, bytes) do
-    scheduled(trim(shm, bytes))
+    turn(Nif.trim(shm, bytes))
   end
 end

@@ -3,20 +3,35 @@
 //!
 //! Malformed arguments raise `ArgumentError`; everything else comes back as
 //! `{:ok, _}` or `{:error, reason}`, or, before anything was changed, as
-//! `:reschedule` (from a normal scheduler, for work estimated at more than a
-//! millisecond: `Shmex.Native` then calls the `_dirty` twin) or as
-//! `{:wait, token}` (the segment is busy with another call: the caller waits
-//! for `{:shmex_segment_free, token}` and calls again).
+//! `{:wait, token}` (the segment is busy with calls that came first: the
+//! caller waits for `{:shmex_segment_free, token}` and calls again, and then
+//! has its turn).
+//!
+//! Where a call runs is its own business: on a normal scheduler, work
+//! estimated at more than a millisecond moves the call to a dirty CPU
+//! scheduler (`Outcome::ToDirty`), with the same arguments; there, a read or
+//! write of many milliseconds copies about a millisecond at a time and
+//! reschedules itself between steps (`Outcome::Steps`), holding its turn on
+//! the segment, so that work queued meanwhile on the dirty schedulers (this
+//! library's or any other's) gets its share.
 
+use std::ffi::CString;
 use std::ops::{Deref, DerefMut};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Mutex, PoisonError};
 
+use rustler::codegen_runtime::{NifReturnable, NifReturned};
+use rustler::sys::{ErlNifEnv, ErlNifTerm};
 use rustler::types::atom;
-use rustler::{Binary, Encoder, Env, NewBinary, NifMap, NifResult, OwnedBinary, Term};
-use shmex::internal::{self, decode_size, OnScheduler, Refusal};
+use rustler::{
+    Binary, Encoder, Env, NewBinary, NifMap, NifResult, OwnedBinary, ResourceArc, SchedulerFlags,
+    Term,
+};
+use shmex::internal::{self, decode_size, OnScheduler, Progress, Reading, Refusal, Writing, STEP};
 use shmex::{guarded_struct, ArgumentError, Claim, Shm, ShmexTerm};
 
 mod atoms {
-    rustler::atoms! { reschedule, wait }
+    rustler::atoms! { wait }
 }
 
 /// The scheduler a NIF runs on.
@@ -32,6 +47,135 @@ impl Scheduler {
             Scheduler::Normal => OnScheduler::normal(env),
             Scheduler::Dirty => OnScheduler::dirty(env),
         }
+    }
+}
+
+/// A NIF's C entry point.
+type NifFn = unsafe extern "C" fn(*mut ErlNifEnv, i32, *const ErlNifTerm) -> ErlNifTerm;
+
+/// How a call goes on.
+pub enum Outcome<'a> {
+    /// It is done: the reply, or the exception to raise.
+    Reply(NifResult<Term<'a>>),
+    /// Its work is too long for a normal scheduler: it moves to a dirty one
+    /// and starts again there, having changed nothing.
+    ToDirty,
+    /// A copy goes on in steps: `step` runs next, on a dirty scheduler,
+    /// with `args`.
+    Steps(NifFn, Vec<Term<'a>>),
+}
+
+/// What a NIF returns to the VM: a term, an exception, or the function to
+/// run in its place.
+pub struct Run(NifReturned);
+
+// SAFETY: the returned value is made in the call's environment.
+unsafe impl NifReturnable for Run {
+    unsafe fn into_returned(self, _env: Env) -> NifReturned {
+        self.0
+    }
+}
+
+/// Where the NIF `name` goes on after `outcome`; `dirty` continues it on a
+/// dirty scheduler with `args`, its arguments.
+pub fn run<'a>(
+    env: Env<'a>,
+    outcome: Outcome<'a>,
+    (name, dirty): (&str, NifFn),
+    args: &[Term<'a>],
+) -> Run {
+    let reschedule = |fun: NifFn, args: &[Term<'a>]| {
+        // The VM looks the name up as an atom and keeps nothing of it.
+        let fun_name = CString::new(name).unwrap_or_default();
+        NifReturned::Reschedule {
+            fun_name,
+            flags: SchedulerFlags::DirtyCpu,
+            fun,
+            args: args.iter().map(|arg| arg.as_c_arg()).collect(),
+        }
+    };
+    Run(match outcome {
+        Outcome::Reply(Ok(term)) => NifReturned::Term(term.as_c_arg()),
+        // SAFETY: the error is turned into an exception in `env`.
+        Outcome::Reply(Err(error)) => unsafe { error.into_returned(env) },
+        Outcome::ToDirty => reschedule(dirty, args),
+        Outcome::Steps(step, args) => reschedule(step, &args),
+    })
+}
+
+/// Runs `call` as the NIF `name` continued by the VM in `env` with
+/// arguments `argv`; `this` is how it goes on again.
+///
+/// # Safety
+///
+/// `env`, `argc` and `argv` are those the VM passed to the continuation.
+pub unsafe fn continued(
+    env: *mut ErlNifEnv,
+    argc: i32,
+    argv: *const ErlNifTerm,
+    call: for<'a> fn(Env<'a>, &[Term<'a>]) -> Outcome<'a>,
+) -> ErlNifTerm {
+    let lifetime = ();
+    // SAFETY: the VM's environment and arguments for this call.
+    let env = unsafe { Env::new(&lifetime, env) };
+    let raw = unsafe { std::slice::from_raw_parts(argv, usize::try_from(argc).unwrap_or(0)) };
+    let args: Vec<Term> = raw
+        .iter()
+        .map(|&term| unsafe { Term::new(env, term) })
+        .collect();
+    let outcome = catch_unwind(AssertUnwindSafe(|| call(env, &args))).unwrap_or(Outcome::Reply(
+        Err(rustler::Error::RaiseAtom("nif_panicked")),
+    ));
+    // A continuation continues only as a step or a reply: never to itself.
+    let Run(returned) = run(env, outcome, ("shmex_step", no_dirty), &args);
+    // SAFETY: made in `env`.
+    unsafe { returned.apply(env) }
+}
+
+/// A dirty continuation never moves to a dirty scheduler again: it is on
+/// one. Raises if it ever did.
+unsafe extern "C" fn no_dirty(
+    env: *mut ErlNifEnv,
+    _argc: i32,
+    _argv: *const ErlNifTerm,
+) -> ErlNifTerm {
+    // SAFETY: the VM's environment for this call.
+    unsafe { rustler::sys::enif_make_badarg(env) }
+}
+
+/// A copy going on in steps, between two of them: its state, held by the
+/// continuation's argument. Dropped with the last reference to it (the
+/// process exits mid-copy), it ends the copy's turn on the segment.
+struct Stepping(Mutex<Option<Copying>>);
+
+enum Copying {
+    Read(Reading<OwnedBinary>),
+    Write(Writing),
+}
+
+#[rustler::resource_impl]
+impl rustler::Resource for Stepping {}
+
+impl Stepping {
+    fn term(env: Env<'_>, copying: Copying) -> Term<'_> {
+        ResourceArc::new(Stepping(Mutex::new(Some(copying)))).encode(env)
+    }
+
+    /// The copy, taken out (put back by the step if it goes on).
+    fn take(term: Term<'_>) -> NifResult<Copying> {
+        let stepping: ResourceArc<Stepping> = term.decode()?;
+        let copying = stepping
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        copying.ok_or(rustler::Error::BadArg)
+    }
+
+    fn put_back(term: Term<'_>, copying: Copying) -> NifResult<()> {
+        let stepping: ResourceArc<Stepping> = term.decode()?;
+        *stepping.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(copying);
+        Ok(())
     }
 }
 
@@ -76,71 +220,156 @@ pub fn set_capacity<'a>(
     on: Scheduler,
     shm: Term<'a>,
     capacity: Term<'a>,
-) -> NifResult<Term<'a>> {
+) -> Outcome<'a> {
     resize(env, on, shm, (capacity, "capacity"), internal::set_capacity)
 }
 
-pub fn read<'a>(
-    env: Env<'a>,
-    on: Scheduler,
-    shm: Term<'a>,
-    read_size: Term<'a>,
-) -> NifResult<Term<'a>> {
-    let shm = ShmexTerm::decode(shm, "shm")?;
-    let read_size = decode_size(read_size, "read_size")?;
-    let data = internal::read(&shm.shm("shm")?, &on.of(env), read_size, |len| {
-        ResultBinary::new(env, len)
-    });
-    reply(env, data.map(|data| data.into_term(env)))
+pub fn read<'a>(env: Env<'a>, on: Scheduler, shm: Term<'a>, read_size: Term<'a>) -> Outcome<'a> {
+    decoded(|| {
+        let shm = ShmexTerm::decode(shm, "shm")?;
+        let read_size = decode_size(read_size, "read_size")?;
+        let shm = shm.shm("shm")?;
+        let scheduling = on.of(env);
+        match on {
+            // Short: the result may be a heap binary, and is read whole.
+            Scheduler::Normal => {
+                let read = internal::read(&shm, &scheduling, read_size, |len| {
+                    ResultBinary::new(env, len)
+                });
+                settle(env, read, |progress| {
+                    let data = match progress {
+                        Progress::Done(data) => data,
+                        Progress::Going(mut reading) => {
+                            while !reading.step(STEP)? {}
+                            reading.into_buffer()
+                        }
+                    };
+                    Ok(Outcome::Reply(Ok(ok(env, data.into_term(env)))))
+                })
+            }
+            Scheduler::Dirty => {
+                let read = internal::read(&shm, &scheduling, read_size, owned_binary);
+                settle(env, read, |progress| {
+                    Ok(match progress {
+                        Progress::Done(data) => read_done(env, data),
+                        Progress::Going(reading) => {
+                            let state = Stepping::term(env, Copying::Read(reading));
+                            Outcome::Steps(read_step, vec![state])
+                        }
+                    })
+                })
+            }
+        }
+    })
 }
 
-pub fn write<'a>(
-    env: Env<'a>,
-    on: Scheduler,
-    shm: Term<'a>,
-    data: Term<'a>,
-) -> NifResult<Term<'a>> {
-    let shm = ShmexTerm::decode(shm, "shm")?;
-    let data = Binary::from_term(data).map_err(|_| ArgumentError::new("data must be a binary"))?;
-    let claim = internal::write(&shm.shm("shm")?, &on.of(env), data.as_slice());
-    reply(env, claim.map(|claim| shm.with_claim(env, claim)))
+/// A read going on in steps: `[state]`.
+unsafe extern "C" fn read_step(
+    env: *mut ErlNifEnv,
+    argc: i32,
+    argv: *const ErlNifTerm,
+) -> ErlNifTerm {
+    fn step<'a>(env: Env<'a>, args: &[Term<'a>]) -> Outcome<'a> {
+        decoded(|| {
+            let &[state] = args else {
+                return Err(rustler::Error::BadArg);
+            };
+            let Copying::Read(mut reading) = Stepping::take(state)? else {
+                return Err(rustler::Error::BadArg);
+            };
+            Ok(match reading.step(STEP) {
+                Ok(true) => read_done(env, reading.into_buffer()),
+                Ok(false) => {
+                    Stepping::put_back(state, Copying::Read(reading))?;
+                    Outcome::Steps(read_step, args.to_vec())
+                }
+                Err(error) => Outcome::Reply(Err(error.into())),
+            })
+        })
+    }
+    // SAFETY: the VM calls this as the read continued, with its arguments.
+    unsafe { continued(env, argc, argv, step) }
 }
 
-pub fn split_at<'a>(
-    env: Env<'a>,
-    on: Scheduler,
-    shm: Term<'a>,
-    position: Term<'a>,
-) -> NifResult<Term<'a>> {
-    let shm = ShmexTerm::decode(shm, "shm")?;
-    let position = decode_size(position, "position")?;
-    let parts = internal::split_at(&shm.shm("shm")?, &on.of(env), position);
-    reply(
-        env,
-        parts.map(|(left, guard, right)| {
-            (shm.with_claim(env, left), guarded_struct(env, guard, right)).encode(env)
-        }),
-    )
+fn read_done(env: Env<'_>, data: OwnedBinary) -> Outcome<'_> {
+    Outcome::Reply(Ok(ok(env, data.release(env).to_term(env))))
 }
 
-pub fn append<'a>(
-    env: Env<'a>,
-    on: Scheduler,
-    target: Term<'a>,
-    source: Term<'a>,
-) -> NifResult<Term<'a>> {
-    let target = ShmexTerm::decode(target, "target")?;
-    let source = ShmexTerm::decode(source, "source")?;
-    let claim = internal::append(&target.shm("target")?, &on.of(env), &source.shm("source")?);
-    reply(env, claim.map(|claim| target.with_claim(env, claim)))
+pub fn write<'a>(env: Env<'a>, on: Scheduler, shm: Term<'a>, data: Term<'a>) -> Outcome<'a> {
+    decoded(|| {
+        let shm_term = shm;
+        let shm = ShmexTerm::decode(shm, "shm")?;
+        let data =
+            Binary::from_term(data).map_err(|_| ArgumentError::new("data must be a binary"))?;
+        let written = internal::write(&shm.shm("shm")?, &on.of(env), data.as_slice());
+        settle(env, written, |progress| {
+            Ok(match progress {
+                Progress::Done(claim) => Outcome::Reply(Ok(ok(env, shm.with_claim(env, claim)))),
+                Progress::Going(writing) => {
+                    let state = Stepping::term(env, Copying::Write(writing));
+                    Outcome::Steps(write_step, vec![state, shm_term, data.to_term(env)])
+                }
+            })
+        })
+    })
 }
 
-pub fn trim<'a>(
-    env: Env<'a>,
-    on: Scheduler,
-    shm: Term<'a>,
-    bytes: Term<'a>,
-) -> NifResult<Term<'a>> {
+/// A write going on in steps: `[state, shm, data]`.
+unsafe extern "C" fn write_step(
+    env: *mut ErlNifEnv,
+    argc: i32,
+    argv: *const ErlNifTerm,
+) -> ErlNifTerm {
+    fn step<'a>(env: Env<'a>, args: &[Term<'a>]) -> Outcome<'a> {
+        decoded(|| {
+            let &[state, shm, data] = args else {
+                return Err(rustler::Error::BadArg);
+            };
+            let Copying::Write(mut writing) = Stepping::take(state)? else {
+                return Err(rustler::Error::BadArg);
+            };
+            let data = Binary::from_term(data)?;
+            Ok(match writing.step(data.as_slice(), STEP) {
+                Ok(true) => {
+                    let shm = ShmexTerm::decode(shm, "shm")?;
+                    Outcome::Reply(Ok(ok(env, shm.with_claim(env, writing.claim()))))
+                }
+                Ok(false) => {
+                    Stepping::put_back(state, Copying::Write(writing))?;
+                    Outcome::Steps(write_step, args.to_vec())
+                }
+                Err(error) => Outcome::Reply(Err(error.into())),
+            })
+        })
+    }
+    // SAFETY: the VM calls this as the write continued, with its arguments.
+    unsafe { continued(env, argc, argv, step) }
+}
+
+pub fn split_at<'a>(env: Env<'a>, on: Scheduler, shm: Term<'a>, position: Term<'a>) -> Outcome<'a> {
+    decoded(|| {
+        let shm = ShmexTerm::decode(shm, "shm")?;
+        let position = decode_size(position, "position")?;
+        let parts = internal::split_at(&shm.shm("shm")?, &on.of(env), position);
+        settle(env, parts, |(left, guard, right)| {
+            let parts = (shm.with_claim(env, left), guarded_struct(env, guard, right));
+            Ok(Outcome::Reply(Ok(ok(env, parts.encode(env)))))
+        })
+    })
+}
+
+pub fn append<'a>(env: Env<'a>, on: Scheduler, target: Term<'a>, source: Term<'a>) -> Outcome<'a> {
+    decoded(|| {
+        let target = ShmexTerm::decode(target, "target")?;
+        let source = ShmexTerm::decode(source, "source")?;
+        let claim = internal::append(&target.shm("target")?, &on.of(env), &source.shm("source")?);
+        settle(env, claim, |claim| {
+            Ok(Outcome::Reply(Ok(ok(env, target.with_claim(env, claim)))))
+        })
+    })
+}
+
+pub fn trim<'a>(env: Env<'a>, on: Scheduler, shm: Term<'a>, bytes: Term<'a>) -> Outcome<'a> {
     resize(env, on, shm, (bytes, "bytes"), internal::trim)
 }
 
@@ -152,21 +381,49 @@ fn resize<'a>(
     shm: Term<'a>,
     (count, argument): (Term<'a>, &str),
     operation: impl FnOnce(&Shm, &OnScheduler<'_>, u64) -> Result<Claim, Refusal>,
-) -> NifResult<Term<'a>> {
-    let shm = ShmexTerm::decode(shm, "shm")?;
-    let count = decode_size(count, argument)?;
-    let claim = operation(&shm.shm("shm")?, &on.of(env), count);
-    reply(env, claim.map(|claim| shm.with_claim(env, claim)))
+) -> Outcome<'a> {
+    decoded(|| {
+        let shm = ShmexTerm::decode(shm, "shm")?;
+        let count = decode_size(count, argument)?;
+        let claim = operation(&shm.shm("shm")?, &on.of(env), count);
+        settle(env, claim, |claim| {
+            Ok(Outcome::Reply(Ok(ok(env, shm.with_claim(env, claim)))))
+        })
+    })
 }
 
-/// `{:ok, value}`, `{:error, reason}`, `:reschedule` or `{:wait, token}`.
-fn reply<'a>(env: Env<'a>, result: Result<Term<'a>, Refusal>) -> NifResult<Term<'a>> {
-    match result {
-        Ok(value) => Ok((atom::ok(), value).encode(env)),
-        Err(Refusal::Failed(error)) => Err(error.into()),
-        Err(Refusal::Reschedule) => Ok(atoms::reschedule().to_term(env)),
-        Err(Refusal::Wait(token)) => Ok((atoms::wait(), token).encode(env)),
-    }
+/// The outcome `call` makes, or the exception its arguments raise.
+fn decoded<'a>(call: impl FnOnce() -> NifResult<Outcome<'a>>) -> Outcome<'a> {
+    call().unwrap_or_else(|error| Outcome::Reply(Err(error)))
+}
+
+/// Where a call goes on after its operation: `done` with what it made,
+/// `{:error, reason}`, to a dirty scheduler, or `{:wait, token}`.
+fn settle<'a, T>(
+    env: Env<'a>,
+    result: Result<T, Refusal>,
+    done: impl FnOnce(T) -> Result<Outcome<'a>, shmex::Error>,
+) -> NifResult<Outcome<'a>> {
+    let outcome = match result {
+        Ok(value) => done(value),
+        Err(Refusal::Failed(error)) => Err(error),
+        Err(Refusal::Reschedule) => Ok(Outcome::ToDirty),
+        Err(Refusal::Wait(token)) => Ok(Outcome::Reply(Ok((atoms::wait(), token).encode(env)))),
+    };
+    outcome.map_err(Into::into)
+}
+
+fn ok<'a>(env: Env<'a>, value: Term<'a>) -> Term<'a> {
+    (atom::ok(), value).encode(env)
+}
+
+/// A buffer for a read's result, or `None` if it cannot be had: see
+/// [`ResultBinary`].
+fn owned_binary(len: usize) -> Option<OwnedBinary> {
+    // OwnedBinary::new aborts when the allocation fails; growing an empty
+    // one reports it.
+    let mut binary = OwnedBinary::new(0);
+    binary.realloc(len).then_some(binary)
 }
 
 /// A read's result: a heap binary when small, else a binary allocated so
@@ -184,10 +441,7 @@ impl<'a> ResultBinary<'a> {
         if len <= HEAP_BINARY {
             return Some(ResultBinary::Small(NewBinary::new(env, len)));
         }
-        // OwnedBinary::new aborts when the allocation fails; growing an
-        // empty one reports it.
-        let mut binary = OwnedBinary::new(0);
-        binary.realloc(len).then_some(ResultBinary::Large(binary))
+        owned_binary(len).map(ResultBinary::Large)
     }
 
     fn into_term(self, env: Env<'a>) -> Term<'a> {

@@ -2,17 +2,19 @@
 //! for a busy segment, and on a normal scheduler refuses long work.
 
 use std::cell::Cell;
+use std::hash::{Hash, Hasher};
 use std::ops::DerefMut;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rustler::{Encoder, Env, OwnedEnv};
 
 use crate::cost::Cost;
-use crate::exclusion::{Access, Wake};
+use crate::exclusion::{Access, Ticket, Wake};
 use crate::registry::{Entry, Held};
 use crate::schedule::Scheduling;
 use crate::{background, Claim, Error, Guard, Shm};
+
+pub use crate::shm::{Progress, Reading, Writing};
 
 mod atoms {
     rustler::atoms! { shmex_segment_free }
@@ -24,6 +26,10 @@ const NORMAL_SCHEDULER: Duration = Duration::from_millis(1);
 /// A process's time slice on a scheduler, as `enif_consume_timeslice`
 /// counts it.
 const TIME_SLICE: Duration = Duration::from_millis(1);
+
+/// How long one step of a long copy on a dirty scheduler takes: a time
+/// slice.
+pub const STEP: Duration = TIME_SLICE;
 
 /// A NIF call: on a normal scheduler it refuses work longer than about a
 /// millisecond, and tells the VM how much of its time slice the work it
@@ -75,6 +81,38 @@ impl<'a> OnScheduler<'a> {
     }
 }
 
+impl OnScheduler<'_> {
+    /// The calling process, as the key of its place in a segment's queue:
+    /// a local pid is an immediate term, unique among live processes.
+    fn key(&self) -> u64 {
+        let pid = self.env.pid().encode(self.env).as_c_arg();
+        let mut raw = RawTerm(0);
+        pid.hash(&mut raw);
+        raw.0
+    }
+}
+
+/// Reads a term's bits out of its `Hash`, which writes them as one
+/// `usize`: rustler keeps them private.
+struct RawTerm(u64);
+
+impl Hasher for RawTerm {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Not how a term hashes itself; kept exact all the same.
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+
+    fn write_usize(&mut self, bits: usize) {
+        self.0 = bits as u64;
+    }
+}
+
 impl Scheduling for OnScheduler<'_> {
     type Refusal = Refusal;
 
@@ -83,23 +121,31 @@ impl Scheduling for OnScheduler<'_> {
         if !background::available() {
             return Ok(entry.lock(access));
         }
-        static TOKENS: AtomicU64 = AtomicU64::new(0);
         let caller = self.env.pid();
-        // The token is drawn only for a call that parks.
-        let token = Cell::new(0);
-        let wake = || -> Wake {
-            let drawn = TOKENS.fetch_add(1, Ordering::Relaxed);
-            token.set(drawn);
+        let wake = move |ticket: Ticket| -> Wake {
             Box::new(move || {
-                // The caller may be gone: nothing to tell then.
+                // The caller may be gone: its turn is then taken back once
+                // its lease runs out.
                 let _ = OwnedEnv::new().send_and_clear(&caller, |env| {
-                    (atoms::shmex_segment_free(), drawn).encode(env)
+                    (atoms::shmex_segment_free(), ticket.0).encode(env)
                 });
             })
         };
         entry
-            .lock_or_park(access, wake)
-            .map_err(|_parked| Refusal::Wait(token.get()))
+            .lock_or_park(access, || self.key(), wake)
+            .map_err(|ticket| Refusal::Wait(ticket.0))
+    }
+
+    fn step(&self) -> Option<Duration> {
+        // On a dirty scheduler, long copies go in steps of about a time
+        // slice, each rescheduled behind the work that queued meanwhile.
+        self.limit.is_none().then_some(STEP)
+    }
+
+    fn abandon(&self, entry: &Entry) {
+        if background::available() {
+            entry.abandon(self.key());
+        }
     }
 
     fn admit(&self, cost: Cost) -> std::result::Result<(), Refusal> {
@@ -145,12 +191,16 @@ pub fn read<B: DerefMut<Target = [u8]>>(
     on: &OnScheduler<'_>,
     len: u64,
     alloc: impl FnOnce(usize) -> Option<B>,
-) -> std::result::Result<B, Refusal> {
+) -> std::result::Result<Progress<B, Reading<B>>, Refusal> {
     shm.read_with(on, len, alloc)
 }
 
 /// `Shm::write` for a NIF call.
-pub fn write(shm: &Shm, on: &OnScheduler<'_>, data: &[u8]) -> std::result::Result<Claim, Refusal> {
+pub fn write(
+    shm: &Shm,
+    on: &OnScheduler<'_>,
+    data: &[u8],
+) -> std::result::Result<Progress<Claim, Writing>, Refusal> {
     shm.write_with(on, data)
 }
 
