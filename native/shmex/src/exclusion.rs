@@ -171,6 +171,17 @@ impl Turns {
         });
     }
 
+    /// Turns a turn taken back into one given to the process `key`, which
+    /// takes it up when it calls again (within [`LEASE`]).
+    #[cfg_attr(not(feature = "nif"), allow(dead_code))] // for NIF calls
+    pub fn give_back(&mut self, access: Access, key: u64) {
+        self.given.push(Given {
+            ticket: Ticket(0),
+            access,
+            process: Some((key, Instant::now())),
+        });
+    }
+
     /// Whether the blocked thread holding `ticket` has been given its turn
     /// (it then has it).
     pub fn given_to_thread(&mut self, ticket: Ticket) -> bool {

@@ -17,6 +17,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::cell::Cell;
 use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, PoisonError, Weak};
 
 use crate::background;
@@ -90,6 +91,9 @@ pub(crate) struct Held<'e> {
     entry: &'e Entry,
     /// `None` once the turn is kept past the call.
     access: Option<Access>,
+    /// The process the turn is handed back to when dropped, instead of
+    /// ending: the call goes on elsewhere and takes it up again.
+    hand_to: Cell<Option<u64>>,
     kept: Snapshot,
 }
 
@@ -204,6 +208,7 @@ impl Entry {
         Held {
             entry: self,
             access: Some(access),
+            hand_to: Cell::new(None),
             kept,
         }
     }
@@ -329,6 +334,13 @@ impl<'e> Held<'e> {
         self.entry.segment(&self.kept)
     }
 
+    /// Hands the turn back to the process `key` when dropped: the call
+    /// takes it up again elsewhere (as a parked call would).
+    #[cfg_attr(not(feature = "nif"), allow(dead_code))] // for NIF calls
+    pub fn hand_back_to(&self, key: u64) {
+        self.hand_to.set(Some(key));
+    }
+
     /// Keeps the turn past this call; `entry` is this turn's entry.
     #[cfg_attr(not(feature = "nif"), allow(dead_code))] // steps are for NIF calls
     pub fn keep(mut self, entry: &Arc<Entry>) -> Turn {
@@ -343,8 +355,10 @@ impl<'e> Held<'e> {
 
 impl Drop for Held<'_> {
     fn drop(&mut self) {
-        if let Some(access) = self.access {
-            self.entry.end(access);
+        match (self.access, self.hand_to.get()) {
+            (Some(access), Some(key)) => self.entry.state().turns.give_back(access, key),
+            (Some(access), None) => self.entry.end(access),
+            (None, _) => {}
         }
     }
 }

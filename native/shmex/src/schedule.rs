@@ -22,8 +22,10 @@ pub(crate) trait Scheduling {
     /// Locks `entry`'s segment for `access`.
     fn lock<'e>(&self, entry: &'e Entry, access: Access) -> Result<Held<'e>, Self::Refusal>;
 
-    /// Whether work estimated at `cost` may start here.
-    fn admit(&self, cost: Cost) -> Result<(), Self::Refusal>;
+    /// Whether work estimated at `cost` may start here, with the turns it
+    /// `holds`. Work refused here keeps them for this call, to start
+    /// elsewhere (a NIF call moving to a dirty scheduler keeps its place).
+    fn admit(&self, cost: Cost, holds: &[&Held<'_>]) -> Result<(), Self::Refusal>;
 
     /// How long one step of a long copy may take, when long copies go in
     /// steps (and the caller continues them); `None`: copies run whole.
@@ -71,7 +73,7 @@ impl Scheduling for Blocking {
         Ok(entry.lock(access))
     }
 
-    fn admit(&self, _cost: Cost) -> Result<(), Error> {
+    fn admit(&self, _cost: Cost, _holds: &[&Held<'_>]) -> Result<(), Error> {
         Ok(())
     }
 }

@@ -227,7 +227,7 @@ impl<'a> Shm<'a> {
         let held = scheduling.lock(&entry, Access::Exclusive)?;
         let mut segment = held.segment()?;
         self.claim.check(segment.len())?;
-        scheduling.admit(Cost::resize(segment.len(), capacity))?;
+        scheduling.admit(Cost::resize(segment.len(), capacity), &[&held])?;
         segment.resize(capacity)?;
         Ok(Claim {
             size: self.claim.size.min(capacity),
@@ -263,7 +263,7 @@ impl<'a> Shm<'a> {
             .filter(|_| len <= sys::total_memory())
             .ok_or_else(too_large)?;
         let cost = Cost::copy(segment.read_route(0, len), len) + Cost::new_buffer(len);
-        scheduling.admit(cost)?;
+        scheduling.admit(cost, &[&held])?;
         let mut buffer = alloc(buffer_len).ok_or_else(too_large)?;
         match scheduling.step().filter(|&step| !cost.within(step)) {
             Some(step) => {
@@ -297,7 +297,7 @@ impl<'a> Shm<'a> {
         let mut segment = held.segment()?;
         let (route, fresh) = segment.write_route(0, size);
         let cost = Cost::copy(route, size) + Cost::fresh_pages(fresh);
-        scheduling.admit(cost)?;
+        scheduling.admit(cost, &[&held])?;
         if segment.len() < capacity {
             resize_reserving(&mut segment, capacity, 0, size)?;
         }
@@ -338,7 +338,7 @@ impl<'a> Shm<'a> {
         let segment = held.segment()?;
         self.claim.check(segment.len())?;
         let cost = Cost::copy(segment.read_route(position, right), right);
-        scheduling.admit(cost + Cost::fresh_pages(right))?;
+        scheduling.admit(cost + Cost::fresh_pages(right), &[&held])?;
         let (name, new) = Segment::create_unique(right)?;
         if let Err(error) = segment.copy_to(position, &new, 0, right) {
             sys::unlink(&name);
@@ -364,7 +364,7 @@ impl<'a> Shm<'a> {
             let mut segment = held.segment()?;
             self.claim.check(segment.len())?;
             source.claim.check(segment.len())?;
-            scheduling.admit(append_cost(&segment, &segment, at, len))?;
+            scheduling.admit(append_cost(&segment, &segment, at, len), &[&held])?;
             let old = segment.len();
             grow_then(&mut segment, old, size, at, |segment| {
                 segment.copy_within(0, at, len)
@@ -379,7 +379,10 @@ impl<'a> Shm<'a> {
         let from = source_held.segment()?;
         self.claim.check(target.len())?;
         source.claim.check(from.len())?;
-        scheduling.admit(append_cost(&from, &target, at, len))?;
+        scheduling.admit(
+            append_cost(&from, &target, at, len),
+            &[&target_held, &source_held],
+        )?;
         let old = target.len();
         grow_then(&mut target, old, size, at, |target| {
             from.copy_to(0, target, at, len)
@@ -403,7 +406,10 @@ impl<'a> Shm<'a> {
         self.claim.check(segment.len())?;
         let moved = if bytes > 0 { size } else { 0 };
         let (route, _) = segment.write_route(0, moved);
-        scheduling.admit(Cost::copy(route, moved) + Cost::resize(segment.len(), size))?;
+        scheduling.admit(
+            Cost::copy(route, moved) + Cost::resize(segment.len(), size),
+            &[&held],
+        )?;
         if moved > 0 {
             segment.copy_within(bytes, 0, size)?;
         }

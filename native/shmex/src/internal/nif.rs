@@ -148,11 +148,16 @@ impl Scheduling for OnScheduler<'_> {
         }
     }
 
-    fn admit(&self, cost: Cost) -> std::result::Result<(), Refusal> {
+    fn admit(&self, cost: Cost, holds: &[&Held<'_>]) -> std::result::Result<(), Refusal> {
         let Some(limit) = self.limit else {
             return Ok(());
         };
         if !cost.within(limit) {
+            // The call goes on on a dirty scheduler: its turns wait for it
+            // there, as for a parked call.
+            if background::available() {
+                holds.iter().for_each(|held| held.hand_back_to(self.key()));
+            }
             return Err(Refusal::Reschedule);
         }
         // The VM charges a NIF call next to nothing unless told: a process
