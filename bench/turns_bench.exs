@@ -43,6 +43,7 @@ defmodule Shmex.TurnsBench do
 
     bound = 3 * (read_alone + write_alone)
     IO.puts("16 MiB read alone #{f(read_alone)} ms, write alone #{f(write_alone)} ms")
+    IO.puts("reads beside the writer, ms: #{reads |> Enum.sort() |> Enum.map_join(" ", &f/1)}")
 
     IO.puts(
       "20 reads beside a writer in a loop: median #{f(median(reads))} ms, " <>

@@ -14,10 +14,10 @@
 //! Owns the table of entries and what each keeps; knows nothing of claims or
 //! guards.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::cell::Cell;
 use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, PoisonError, Weak};
 
 use crate::background;
@@ -279,15 +279,12 @@ impl Entry {
     }
 
     /// Tells the calls given their turn: notifies blocked threads, runs the
-    /// wake-ups of parked calls on the background thread.
+    /// wake-ups of parked calls (each sends its message as it can).
     fn pass_on(&self, freed: Freed) {
         if freed.threads {
             self.released.notify_all();
         }
-        if !freed.wakes.is_empty() {
-            let wakes = freed.wakes;
-            background::run_or_here(Box::new(move || wakes.into_iter().for_each(|wake| wake())));
-        }
+        freed.wakes.into_iter().for_each(|wake| wake());
     }
 
     fn state(&self) -> MutexGuard<'_, State> {

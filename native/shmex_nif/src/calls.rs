@@ -270,6 +270,8 @@ unsafe extern "C" fn read_step(
     argv: *const ErlNifTerm,
 ) -> ErlNifTerm {
     fn step<'a>(env: Env<'a>, args: &[Term<'a>]) -> Outcome<'a> {
+        // Wakes the calls whose turn comes when this one ends (dropped last).
+        let _on = OnScheduler::dirty(env);
         decoded(|| {
             let &[state] = args else {
                 return Err(rustler::Error::BadArg);
@@ -321,6 +323,8 @@ unsafe extern "C" fn write_step(
     argv: *const ErlNifTerm,
 ) -> ErlNifTerm {
     fn step<'a>(env: Env<'a>, args: &[Term<'a>]) -> Outcome<'a> {
+        // Wakes the calls whose turn comes when this one ends (dropped last).
+        let _on = OnScheduler::dirty(env);
         decoded(|| {
             let &[state, shm, data] = args else {
                 return Err(rustler::Error::BadArg);

@@ -1,12 +1,12 @@
 //! The NIF library's scheduling of calls (`shmex_nif`): a call never waits
 //! for a busy segment, and on a normal scheduler refuses long work.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::hash::{Hash, Hasher};
 use std::ops::DerefMut;
 use std::time::{Duration, Instant};
 
-use rustler::{Encoder, Env, OwnedEnv};
+use rustler::{Encoder, Env, LocalPid, OwnedEnv};
 
 use crate::cost::Cost;
 use crate::exclusion::{Access, Ticket, Wake};
@@ -64,20 +64,49 @@ impl From<Error> for Refusal {
 impl<'a> OnScheduler<'a> {
     /// A call in `env` on a normal scheduler.
     pub fn normal(env: Env<'a>) -> OnScheduler<'a> {
-        OnScheduler {
-            limit: Some(NORMAL_SCHEDULER),
-            env,
-            charged_from: Cell::new(None),
-        }
+        OnScheduler::new(env, Some(NORMAL_SCHEDULER))
     }
 
     /// A call in `env` on a dirty scheduler: no time limit.
     pub fn dirty(env: Env<'a>) -> OnScheduler<'a> {
+        OnScheduler::new(env, None)
+    }
+
+    fn new(env: Env<'a>, limit: Option<Duration>) -> OnScheduler<'a> {
+        OUTBOX.with(|outbox| outbox.borrow_mut().get_or_insert_with(Vec::new).clear());
         OnScheduler {
-            limit: None,
+            limit,
             env,
             charged_from: Cell::new(None),
         }
+    }
+}
+
+thread_local! {
+    /// The wake-ups due while a NIF call runs on this thread (`Some` then):
+    /// sent with the call's own environment when it ends, without a trip
+    /// through the background thread.
+    static OUTBOX: RefCell<Option<Vec<(LocalPid, u64)>>> = const { RefCell::new(None) };
+}
+
+/// Tells `caller` that its turn came (ticket `ticket`): when the call ends,
+/// if a NIF call runs on this thread, else from the background thread.
+fn send_wake(caller: LocalPid, ticket: u64) {
+    let queued = OUTBOX.with(|outbox| match outbox.borrow_mut().as_mut() {
+        Some(outbox) => {
+            outbox.push((caller, ticket));
+            true
+        }
+        None => false,
+    });
+    if !queued {
+        background::run_or_here(Box::new(move || {
+            // The caller may be gone: its turn is then taken back once its
+            // lease runs out.
+            let _ = OwnedEnv::new().send_and_clear(&caller, |env| {
+                (atoms::shmex_segment_free(), ticket).encode(env)
+            });
+        }));
     }
 }
 
@@ -122,15 +151,7 @@ impl Scheduling for OnScheduler<'_> {
             return Ok(entry.lock(access));
         }
         let caller = self.env.pid();
-        let wake = move |ticket: Ticket| -> Wake {
-            Box::new(move || {
-                // The caller may be gone: its turn is then taken back once
-                // its lease runs out.
-                let _ = OwnedEnv::new().send_and_clear(&caller, |env| {
-                    (atoms::shmex_segment_free(), ticket.0).encode(env)
-                });
-            })
-        };
+        let wake = move |ticket: Ticket| -> Wake { Box::new(move || send_wake(caller, ticket.0)) };
         entry
             .lock_or_park(access, || self.key(), wake)
             .map_err(|ticket| Refusal::Wait(ticket.0))
@@ -172,6 +193,14 @@ impl Scheduling for OnScheduler<'_> {
 
 impl Drop for OnScheduler<'_> {
     fn drop(&mut self) {
+        let wakes = OUTBOX.with(|outbox| outbox.borrow_mut().take());
+        for (caller, ticket) in wakes.into_iter().flatten() {
+            // The caller may be gone: its turn is then taken back once its
+            // lease runs out.
+            let _ = self
+                .env
+                .send(&caller, (atoms::shmex_segment_free(), ticket));
+        }
         if let Some(start) = self.charged_from.get() {
             let percent = start.elapsed().as_micros() * 100 / TIME_SLICE.as_micros();
             let percent = i32::try_from(percent.clamp(1, 100)).unwrap_or(100);
