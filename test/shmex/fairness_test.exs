@@ -36,15 +36,56 @@ defmodule Shmex.FairnessTest do
     assert Native.read(shm, 1) == {:ok, <<1>>}
   end
 
-  test "readers of one segment run together" do
-    shm = Shmex.new(:binary.copy(<<2>>, 4 <<< 20))
+  @tag skip: Shmex.Test.Space.lacking(3 * (128 <<< 20), "128 MiB calls")
+  test "readers of one segment run together; a writer excludes them" do
+    data = :binary.copy(<<2>>, 128 <<< 20)
+    shm = Shmex.new(data)
 
-    results =
-      1..8
-      |> Task.async_stream(fn _ -> for _ <- 1..20, do: Native.read(shm) end, max_concurrency: 8)
-      |> Enum.flat_map(fn {:ok, reads} -> reads end)
+    # Short reads of the segment, made while a long call on it runs: how many
+    # had to wait for their turn, out of how many.
+    probe = fn long_call ->
+      parent = self()
+      long = spawn_link(fn -> send(parent, {:done, long_call.()}) end)
+      Process.sleep(1)
+      probes = probe_until_done(shm, [])
+      assert_receive {:done, {:ok, _}}, 30_000
+      _ = long
+      {Enum.count(probes, &match?({:wait, _}, &1)), length(probes)}
+    end
 
-    assert Enum.all?(results, &match?({:ok, <<2, _::binary>>}, &1))
+    # Control: the probes do overlap a long call (here a write, which
+    # excludes them): some wait.
+    {waited, probes} = probe.(fn -> Native.write(shm, data) end)
+    assert waited > 0, "no probe met the write (#{probes} probes)"
+
+    # A long read lets them in: none waits (under one lock for all, as
+    # many would as for the write).
+    {waited, probes} = probe.(fn -> Native.read(shm) end)
+    assert probes > 0
+    assert waited == 0, "#{waited} of #{probes} probes waited for a reader"
+  end
+
+  defp probe_until_done(shm, probes) do
+    receive do
+      {:done, _} = done ->
+        send(self(), done)
+        probes
+    after
+      0 ->
+        probe = Nif.read(shm, 1)
+
+        case probe do
+          {:wait, token} ->
+            # Its turn comes: take it up.
+            assert_receive {:shmex_segment_free, ^token}, 30_000
+            assert Nif.read(shm, 1) == {:ok, <<2>>}
+
+          {:ok, <<2>>} ->
+            :ok
+        end
+
+        probe_until_done(shm, [probe | probes])
+    end
   end
 
   test "a long call on a normal scheduler is charged to its process's time slice" do
