@@ -284,7 +284,9 @@ impl Entry {
         if freed.threads {
             self.released.notify_all();
         }
-        freed.wakes.into_iter().for_each(|wake| wake());
+        if !freed.wakes.is_empty() {
+            freed.wakes.into_iter().for_each(|wake| wake());
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {

@@ -65,51 +65,35 @@ pub enum Outcome<'a> {
     Steps(NifFn, Vec<Term<'a>>),
 }
 
-/// What a NIF returns to the VM: a term, an exception, or the function to
-/// run in its place.
-pub struct Run(NifReturned);
-
-// SAFETY: the returned value is made in the call's environment.
-unsafe impl NifReturnable for Run {
-    unsafe fn into_returned(self, _env: Env) -> NifReturned {
-        self.0
-    }
-}
-
-/// Where the NIF `name` goes on after `outcome`; `dirty` continues it on a
-/// dirty scheduler with `args`, its arguments.
-pub fn run<'a>(
-    env: Env<'a>,
-    outcome: Outcome<'a>,
-    (name, dirty): (&str, NifFn),
-    args: &[Term<'a>],
-) -> Run {
-    let reschedule = |fun: NifFn, args: &[Term<'a>]| {
-        // The VM looks the name up as an atom and keeps nothing of it.
-        let fun_name = CString::new(name).unwrap_or_default();
-        NifReturned::Reschedule {
-            fun_name,
-            flags: SchedulerFlags::DirtyCpu,
-            fun,
-            args: args.iter().map(|arg| arg.as_c_arg()).collect(),
-        }
-    };
-    Run(match outcome {
-        Outcome::Reply(Ok(term)) => NifReturned::Term(term.as_c_arg()),
-        // SAFETY: the error is turned into an exception in `env`.
-        Outcome::Reply(Err(error)) => unsafe { error.into_returned(env) },
-        Outcome::ToDirty => reschedule(dirty, args),
-        Outcome::Steps(step, args) => reschedule(step, &args),
-    })
-}
-
-/// Runs `call` as the NIF `name` continued by the VM in `env` with
-/// arguments `argv`; `this` is how it goes on again.
+/// Runs `call` as a NIF called by the VM in `env` with arguments `argv`, on
+/// scheduler `on`; `dirty` continues the NIF `name` on a dirty scheduler.
 ///
 /// # Safety
 ///
-/// `env`, `argc` and `argv` are those the VM passed to the continuation.
-pub unsafe fn continued(
+/// `env`, `argc` and `argv` are those the VM passed to the NIF.
+pub unsafe fn entry(
+    env: *mut ErlNifEnv,
+    argc: i32,
+    argv: *const ErlNifTerm,
+    on: Scheduler,
+    call: for<'a> fn(Env<'a>, Scheduler, &[ErlNifTerm]) -> Outcome<'a>,
+    next: (&str, NifFn),
+) -> ErlNifTerm {
+    let lifetime = ();
+    // SAFETY: the VM's environment and arguments for this call.
+    let env = unsafe { Env::new(&lifetime, env) };
+    let args = unsafe { std::slice::from_raw_parts(argv, usize::try_from(argc).unwrap_or(0)) };
+    let outcome = catch_unwind(AssertUnwindSafe(|| call(env, on, args)));
+    // SAFETY: made in `env`.
+    unsafe { finish(env, outcome, args, next) }
+}
+
+/// Runs the step `call` of a copy continued by the VM (see [`entry`]).
+///
+/// # Safety
+///
+/// As for [`entry`].
+unsafe fn continued(
     env: *mut ErlNifEnv,
     argc: i32,
     argv: *const ErlNifTerm,
@@ -123,17 +107,52 @@ pub unsafe fn continued(
         .iter()
         .map(|&term| unsafe { Term::new(env, term) })
         .collect();
-    let outcome = catch_unwind(AssertUnwindSafe(|| call(env, &args))).unwrap_or(Outcome::Reply(
-        Err(rustler::Error::RaiseAtom("nif_panicked")),
-    ));
-    // A continuation continues only as a step or a reply: never to itself.
-    let Run(returned) = run(env, outcome, ("shmex_step", no_dirty), &args);
+    let outcome = catch_unwind(AssertUnwindSafe(|| call(env, &args)));
+    // A step goes on only as a step or a reply, never to a dirty scheduler:
+    // it is on one.
+    unsafe { finish(env, outcome, raw, ("shmex_step", no_dirty)) }
+}
+
+/// What the VM gets from a NIF whose call came to `outcome`: a term, an
+/// exception, or the function to run next in its place (`dirty`, to go on
+/// with `args` on a dirty scheduler, or a copy's next step).
+///
+/// # Safety
+///
+/// `args` are the call's arguments in `env`.
+unsafe fn finish<'a>(
+    env: Env<'a>,
+    outcome: std::thread::Result<Outcome<'a>>,
+    args: &[ErlNifTerm],
+    (name, dirty): (&str, NifFn),
+) -> ErlNifTerm {
+    let panicked = || Outcome::Reply(Err(rustler::Error::RaiseAtom("nif_panicked")));
+    let returned = match outcome.unwrap_or_else(|_| panicked()) {
+        Outcome::Reply(Ok(term)) => return term.as_c_arg(),
+        // SAFETY: the error is turned into an exception in `env`.
+        Outcome::Reply(Err(error)) => unsafe { error.into_returned(env) },
+        Outcome::ToDirty => reschedule(name, dirty, args.to_vec()),
+        Outcome::Steps(step, args) => {
+            reschedule(name, step, args.iter().map(|arg| arg.as_c_arg()).collect())
+        }
+    };
     // SAFETY: made in `env`.
     unsafe { returned.apply(env) }
 }
 
-/// A dirty continuation never moves to a dirty scheduler again: it is on
-/// one. Raises if it ever did.
+/// Runs `fun` next in the NIF `name`'s place, on a dirty CPU scheduler.
+fn reschedule(name: &str, fun: NifFn, args: Vec<ErlNifTerm>) -> NifReturned {
+    NifReturned::Reschedule {
+        // The VM looks the name up as an atom and keeps nothing of it.
+        fun_name: CString::new(name).unwrap_or_default(),
+        flags: SchedulerFlags::DirtyCpu,
+        fun,
+        args,
+    }
+}
+
+/// A step never moves to a dirty scheduler again: it is on one. Raises if
+/// it ever did.
 unsafe extern "C" fn no_dirty(
     env: *mut ErlNifEnv,
     _argc: i32,

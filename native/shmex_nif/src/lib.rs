@@ -8,7 +8,8 @@
 
 mod calls;
 
-use calls::{Outcome, Run, Scheduler};
+use calls::{Outcome, Scheduler};
+use rustler::codegen_runtime::{c_char, c_int, c_uint};
 use rustler::sys::{ErlNifEnv, ErlNifTerm};
 use rustler::{Env, NifResult, Term};
 
@@ -16,29 +17,48 @@ use rustler::{Env, NifResult, Term};
 /// scheduler, and the same call continued on a dirty CPU scheduler, where
 /// the NIF moves itself when its work is too long (not a function of the
 /// module: the VM runs it in the NIF's place). Both run `calls::$name`.
+///
+/// The NIF's C entry point is written here rather than by
+/// `#[rustler::nif]`, whose wrapper allocates a vector of the arguments on
+/// every call: these calls are made millions of times for a few bytes.
 macro_rules! operations {
     ($($name:ident($($arg:ident),+);)+) => {$(
-        #[rustler::nif]
-        fn $name<'a>(env: Env<'a>, $($arg: Term<'a>),+) -> Run {
-            fn on_dirty<'a>(env: Env<'a>, args: &[Term<'a>]) -> Outcome<'a> {
+        mod $name {
+            use super::*;
+
+            fn call<'a>(env: Env<'a>, on: Scheduler, args: &[ErlNifTerm]) -> Outcome<'a> {
                 match *args {
-                    [$($arg),+] => calls::$name(env, Scheduler::Dirty, $($arg),+),
+                    // SAFETY: the VM's arguments for this call, in `env`.
+                    [$($arg),+] => calls::$name(env, on, $(unsafe { Term::new(env, $arg) }),+),
                     _ => Outcome::Reply(Err(rustler::Error::BadArg)),
                 }
             }
 
+            unsafe extern "C" fn normal(
+                env: *mut ErlNifEnv,
+                argc: c_int,
+                argv: *const ErlNifTerm,
+            ) -> ErlNifTerm {
+                // SAFETY: the VM calls this as the NIF, with its arguments.
+                unsafe { calls::entry(env, argc, argv, Scheduler::Normal, call, (stringify!($name), dirty)) }
+            }
+
             unsafe extern "C" fn dirty(
                 env: *mut ErlNifEnv,
-                argc: i32,
+                argc: c_int,
                 argv: *const ErlNifTerm,
             ) -> ErlNifTerm {
                 // SAFETY: the VM calls this as the NIF continued, with its
                 // arguments.
-                unsafe { calls::continued(env, argc, argv, on_dirty) }
+                unsafe { calls::entry(env, argc, argv, Scheduler::Dirty, call, (stringify!($name), dirty)) }
             }
 
-            let outcome = calls::$name(env, Scheduler::Normal, $($arg),+);
-            calls::run(env, outcome, (stringify!($name), dirty), &[$($arg),+])
+            rustler::codegen_runtime::inventory::submit!(rustler::Nif {
+                name: concat!(stringify!($name), "\0").as_ptr() as *const c_char,
+                arity: [$(stringify!($arg)),+].len() as c_uint,
+                flags: rustler::SchedulerFlags::Normal as c_uint,
+                raw_func: normal,
+            });
         }
     )+};
 }

@@ -73,7 +73,7 @@ impl<'a> OnScheduler<'a> {
     }
 
     fn new(env: Env<'a>, limit: Option<Duration>) -> OnScheduler<'a> {
-        OUTBOX.with(|outbox| outbox.borrow_mut().get_or_insert_with(Vec::new).clear());
+        IN_CALL.set(true);
         OnScheduler {
             limit,
             env,
@@ -83,23 +83,20 @@ impl<'a> OnScheduler<'a> {
 }
 
 thread_local! {
-    /// The wake-ups due while a NIF call runs on this thread (`Some` then):
-    /// sent with the call's own environment when it ends, without a trip
-    /// through the background thread.
-    static OUTBOX: RefCell<Option<Vec<(LocalPid, u64)>>> = const { RefCell::new(None) };
+    /// Whether a NIF call runs on this thread.
+    static IN_CALL: Cell<bool> = const { Cell::new(false) };
+    /// The wake-ups due while a NIF call runs on this thread: sent with the
+    /// call's own environment when it ends, without a trip through the
+    /// background thread.
+    static OUTBOX: RefCell<Vec<(LocalPid, u64)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Tells `caller` that its turn came (ticket `ticket`): when the call ends,
 /// if a NIF call runs on this thread, else from the background thread.
 fn send_wake(caller: LocalPid, ticket: u64) {
-    let queued = OUTBOX.with(|outbox| match outbox.borrow_mut().as_mut() {
-        Some(outbox) => {
-            outbox.push((caller, ticket));
-            true
-        }
-        None => false,
-    });
-    if !queued {
+    if IN_CALL.get() {
+        OUTBOX.with_borrow_mut(|outbox| outbox.push((caller, ticket)));
+    } else {
         background::run_or_here(Box::new(move || {
             // The caller may be gone: its turn is then taken back once its
             // lease runs out.
@@ -193,13 +190,15 @@ impl Scheduling for OnScheduler<'_> {
 
 impl Drop for OnScheduler<'_> {
     fn drop(&mut self) {
-        let wakes = OUTBOX.with(|outbox| outbox.borrow_mut().take());
-        for (caller, ticket) in wakes.into_iter().flatten() {
-            // The caller may be gone: its turn is then taken back once its
-            // lease runs out.
-            let _ = self
-                .env
-                .send(&caller, (atoms::shmex_segment_free(), ticket));
+        IN_CALL.set(false);
+        if OUTBOX.with_borrow(|outbox| !outbox.is_empty()) {
+            for (caller, ticket) in OUTBOX.take() {
+                // The caller may be gone: its turn is then taken back once
+                // its lease runs out.
+                let _ = self
+                    .env
+                    .send(&caller, (atoms::shmex_segment_free(), ticket));
+            }
         }
         if let Some(start) = self.charged_from.get() {
             let percent = start.elapsed().as_micros() * 100 / TIME_SLICE.as_micros();
