@@ -20,6 +20,7 @@ use std::ops::{Deref, DerefMut};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Mutex, PoisonError};
 
+use rustler::codegen_runtime::{c_char, c_int, c_uint};
 use rustler::codegen_runtime::{NifReturnable, NifReturned};
 use rustler::sys::{ErlNifEnv, ErlNifTerm};
 use rustler::types::atom;
@@ -29,6 +30,58 @@ use rustler::{
 };
 use shmex::internal::{self, decode_size, OnScheduler, Progress, Reading, Refusal, Writing, STEP};
 use shmex::{guarded_struct, ArgumentError, Claim, Shm, ShmexTerm};
+
+/// Declares the operation `$name` (the function of that name here, taking
+/// the NIF's arguments `$arg`) as a NIF of `Shmex.Native.Nif`: its entry
+/// point on a normal scheduler, and the same call continued on a dirty CPU
+/// scheduler, where the NIF moves itself when its work is too long (not a
+/// function of the module: the VM runs it in the NIF's place). Both run
+/// `$name`.
+///
+/// The NIF's C entry point is written here rather than by
+/// `#[rustler::nif]`, whose wrapper allocates a vector of the arguments on
+/// every call: these calls are made millions of times for a few bytes.
+macro_rules! operation {
+    ($name:ident($($arg:ident),+)) => {
+        mod $name {
+            use super::*;
+
+            fn call<'a>(env: Env<'a>, on: Scheduler, args: &[ErlNifTerm]) -> Outcome<'a> {
+                match *args {
+                    // SAFETY: the VM's arguments for this call, in `env`.
+                    [$($arg),+] => super::$name(env, on, $(unsafe { Term::new(env, $arg) }),+),
+                    _ => Outcome::Reply(Err(rustler::Error::BadArg)),
+                }
+            }
+
+            unsafe extern "C" fn normal(
+                env: *mut ErlNifEnv,
+                argc: c_int,
+                argv: *const ErlNifTerm,
+            ) -> ErlNifTerm {
+                // SAFETY: the VM calls this as the NIF, with its arguments.
+                unsafe { super::entry(env, argc, argv, Scheduler::Normal, call, (stringify!($name), dirty)) }
+            }
+
+            unsafe extern "C" fn dirty(
+                env: *mut ErlNifEnv,
+                argc: c_int,
+                argv: *const ErlNifTerm,
+            ) -> ErlNifTerm {
+                // SAFETY: the VM calls this as the NIF continued, with its
+                // arguments.
+                unsafe { super::entry(env, argc, argv, Scheduler::Dirty, call, (stringify!($name), dirty)) }
+            }
+
+            rustler::codegen_runtime::inventory::submit!(rustler::Nif {
+                name: concat!(stringify!($name), "\0").as_ptr() as *const c_char,
+                arity: [$(stringify!($arg)),+].len() as c_uint,
+                flags: rustler::SchedulerFlags::Normal as c_uint,
+                raw_func: normal,
+            });
+        }
+    };
+}
 
 mod atoms {
     rustler::atoms! { wait }
@@ -234,6 +287,8 @@ pub fn ensure_not_gc<'a>(env: Env<'a>, shm: Term<'a>) -> NifResult<Term<'a>> {
     Ok(atom::ok().to_term(env))
 }
 
+operation!(set_capacity(shm, capacity));
+
 pub fn set_capacity<'a>(
     env: Env<'a>,
     on: Scheduler,
@@ -242,6 +297,8 @@ pub fn set_capacity<'a>(
 ) -> Outcome<'a> {
     resize(env, on, shm, (capacity, "capacity"), internal::set_capacity)
 }
+
+operation!(read(shm, read_size));
 
 pub fn read<'a>(env: Env<'a>, on: Scheduler, shm: Term<'a>, read_size: Term<'a>) -> Outcome<'a> {
     decoded(|| {
@@ -316,6 +373,8 @@ fn read_done(env: Env<'_>, data: OwnedBinary) -> Outcome<'_> {
     Outcome::Reply(Ok(ok(env, data.release(env).to_term(env))))
 }
 
+operation!(write(shm, data));
+
 pub fn write<'a>(env: Env<'a>, on: Scheduler, shm: Term<'a>, data: Term<'a>) -> Outcome<'a> {
     decoded(|| {
         let shm_term = shm;
@@ -369,6 +428,8 @@ unsafe extern "C" fn write_step(
     unsafe { continued(env, argc, argv, step) }
 }
 
+operation!(split_at(shm, position));
+
 pub fn split_at<'a>(env: Env<'a>, on: Scheduler, shm: Term<'a>, position: Term<'a>) -> Outcome<'a> {
     decoded(|| {
         let shm = ShmexTerm::decode(shm, "shm")?;
@@ -381,6 +442,8 @@ pub fn split_at<'a>(env: Env<'a>, on: Scheduler, shm: Term<'a>, position: Term<'
     })
 }
 
+operation!(append(target, source));
+
 pub fn append<'a>(env: Env<'a>, on: Scheduler, target: Term<'a>, source: Term<'a>) -> Outcome<'a> {
     decoded(|| {
         let target = ShmexTerm::decode(target, "target")?;
@@ -391,6 +454,8 @@ pub fn append<'a>(env: Env<'a>, on: Scheduler, target: Term<'a>, source: Term<'a
         })
     })
 }
+
+operation!(trim(shm, bytes));
 
 pub fn trim<'a>(env: Env<'a>, on: Scheduler, shm: Term<'a>, bytes: Term<'a>) -> Outcome<'a> {
     resize(env, on, shm, (bytes, "bytes"), internal::trim)
