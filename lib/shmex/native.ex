@@ -34,18 +34,24 @@ defmodule Shmex.Native do
   Calls on one segment in this VM, through any struct naming it, take turns:
   those that change it (`write/2`, `set_capacity/2`, `append/2` on its
   target, `trim/1,2`) run alone, those that only read it (`read/1,2`,
-  `split_at/2`, `append/2` on its source) run together. A call that must
-  wait for another does not hold a scheduler meanwhile: the calling process
-  waits for a message, and the call then runs.
+  `split_at/2`, `append/2` on its source) run together. Turns are first
+  come, first served: a call waits for the calls that were waiting before
+  it (readers right behind one another go in together), never for one that
+  came after it. A call that must wait does not hold a scheduler meanwhile:
+  the calling process waits for a message, and the call then runs. A call
+  that has had no turn after a minute raises.
 
   ## Scheduling
 
   A call runs on a normal scheduler when its work is estimated at no more
-  than about a millisecond, and on a dirty CPU scheduler otherwise, so that
-  large copies never hold a normal scheduler. The estimate knows what the
-  work will cost: a copy through a mapping runs at ~20 GB/s, but pages
-  written for the first time, and a large result binary, cost several times
-  more (see the README).
+  than about a millisecond, and moves itself to a dirty CPU scheduler
+  otherwise, so that large copies never hold a normal scheduler. The
+  estimate knows what the work will cost: a copy through a mapping runs at
+  ~20 GB/s, but pages written for the first time, and a large result binary,
+  cost several times more (see the README). On the dirty scheduler, a read
+  or write of many milliseconds copies about a millisecond at a time, each
+  step behind the work that queued meanwhile (of this library or any
+  other), holding its turn on the segment throughout.
   """
 
   alias Shmex.Native.Nif
