@@ -1,11 +1,12 @@
 # Fairness figures of turns and dirty schedulers, on the VM this runs in:
 #
 #     ERL_FLAGS="+S 1" mix run bench/turns_bench.exs --turns
-#     ERL_FLAGS="+S 1" mix run bench/turns_bench.exs --steps
+#     mix run bench/turns_bench.exs --steps
 #
 # (On this machine, in a private tmpfs: `unshare -m sh -c 'mount -t tmpfs
 # -o size=2g tmpfs /dev/shm && ERL_FLAGS="+S 1" mix run bench/turns_bench.exs
-# --turns'`.)
+# --turns'`.) `+S 1` gives one dirty CPU scheduler too: --steps is meant
+# for the default two (one per core); it prints how many there are.
 #
 # --turns: one process writes a 16 MiB segment in a tight loop while another
 # reads it 20 times. With turns first come, first served no read waits for
@@ -14,8 +15,8 @@
 #
 # --steps: five processes read a 256 MiB segment three times each; a 64 MiB
 # read of another segment, started meanwhile, waits for its share of the two
-# dirty schedulers among six copies: long copies go in steps of about a
-# millisecond, each behind the work that queued meanwhile.
+# dirty schedulers among six copies (3× on two): long copies go in steps of
+# about a millisecond, each behind the work that queued meanwhile.
 
 defmodule Shmex.TurnsBench do
   alias Shmex.Native
@@ -78,7 +79,8 @@ defmodule Shmex.TurnsBench do
     for _ <- readers, do: receive(do: (:read -> :ok))
 
     IO.puts(
-      "64 MiB read alone #{f(alone)} ms; while five processes read 256 MiB " <>
+      "#{:erlang.system_info(:dirty_cpu_schedulers_online)} dirty CPU schedulers; " <>
+        "64 MiB read alone #{f(alone)} ms; while five processes read 256 MiB " <>
         "three times each: #{f(queued)} ms (#{f(queued / alone)} × alone; bound 5 ×: " <>
         if(queued <= 5 * alone, do: "within", else: "OVER") <>
         ")" <> if(still_reading < 5, do: " (some readers had ended: rerun)", else: "")
