@@ -17,6 +17,7 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
+use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, PoisonError, Weak};
 
@@ -27,7 +28,7 @@ use crate::error::Result;
 use crate::exclusion::{Access, Entered, Freed, Ticket, Turns, Wake, LEASE};
 use crate::mapping::Mapping;
 use crate::name::ShmName;
-use crate::segment::{MappingKeeper, Open, Segment};
+use crate::segment::{Open, Segment};
 
 /// After this many calls a kept segment is mapped: setting up a mapping
 /// costs ~10 us and touching a page through it the first time ~1.4 us, where
@@ -250,16 +251,20 @@ impl Entry {
     /// The segment the name leads to, for a call that began with `kept`: the
     /// one kept open if the name still leads to it, else opened now (and
     /// kept, if a guard holds the entry and the budget allows).
-    fn segment(&self, kept: &Snapshot) -> Result<Segment<'_>> {
+    fn segment(&self, kept: &Snapshot) -> Result<InUse<'_>> {
+        let in_use = |segment| InUse {
+            entry: self,
+            segment,
+        };
         if let Some((open, mapping, busy)) = kept {
-            match Segment::begin(Arc::clone(open), mapping.clone(), *busy, self)? {
-                Some(segment) => return Ok(segment),
+            match Segment::begin(Arc::clone(open), mapping.clone(), *busy)? {
+                Some(segment) => return Ok(in_use(segment)),
                 None => self.forget(open),
             }
         }
         let segment = Segment::open(&self.name)?;
         self.keep(segment.to_keep());
-        Ok(segment)
+        Ok(in_use(segment))
     }
 
     /// Drops the kept segment if it is `open`: its name leads elsewhere.
@@ -295,26 +300,6 @@ impl Entry {
     }
 }
 
-impl MappingKeeper for Entry {
-    fn keep_mapping(&self, open: &Arc<Open>, mapping: &Arc<Mapping>) {
-        if let Some(kept) = self.state().kept_as(open) {
-            kept.mapping = Some(Arc::clone(mapping));
-        }
-    }
-
-    fn forget_mapping(&self, open: &Arc<Open>, mapping: &Arc<Mapping>) {
-        if let Some(kept) = self.state().kept_as(open) {
-            if kept
-                .mapping
-                .as_ref()
-                .is_some_and(|kept| Arc::ptr_eq(kept, mapping))
-            {
-                kept.mapping = None;
-            }
-        }
-    }
-}
-
 impl State {
     /// What is kept of the segment, if it is `open` (and not another segment
     /// kept since under the same name).
@@ -325,11 +310,48 @@ impl State {
     }
 }
 
+/// A segment for the length of a call; what the call mapped anew, or found
+/// to have lost pages, is kept in its entry when it is done (dropped).
+#[derive(Debug)]
+pub(crate) struct InUse<'e> {
+    entry: &'e Entry,
+    segment: Segment,
+}
+
+impl Deref for InUse<'_> {
+    type Target = Segment;
+
+    fn deref(&self) -> &Segment {
+        &self.segment
+    }
+}
+
+impl DerefMut for InUse<'_> {
+    fn deref_mut(&mut self) -> &mut Segment {
+        &mut self.segment
+    }
+}
+
+impl Drop for InUse<'_> {
+    fn drop(&mut self) {
+        let Some(mapping) = self.segment.new_mapping() else {
+            return;
+        };
+        let replaced = match self.entry.state().kept_as(self.segment.to_keep()) {
+            Some(kept) => std::mem::replace(&mut kept.mapping, mapping),
+            None => None,
+        };
+        // The mapping replaced goes with the last call using it; unmapping
+        // is not done under the entry's mutex.
+        drop(replaced);
+    }
+}
+
 impl<'e> Held<'e> {
     /// The segment the name leads to, for this call: the one kept open if
     /// the name still leads to it, else opened now (and kept, if a guard
     /// holds the entry and the budget allows).
-    pub fn segment(&self) -> Result<Segment<'e>> {
+    pub fn segment(&self) -> Result<InUse<'e>> {
         self.entry.segment(&self.kept)
     }
 
@@ -365,7 +387,7 @@ impl Drop for Held<'_> {
 #[cfg_attr(not(feature = "nif"), allow(dead_code))] // steps are for NIF calls
 impl Turn {
     /// The segment the name leads to now, as [`Held::segment`].
-    pub fn segment(&self) -> Result<Segment<'_>> {
+    pub fn segment(&self) -> Result<InUse<'_>> {
         let kept = self.entry.state().kept.as_ref().map(|kept| {
             let busy = kept.calls > MAP_AFTER;
             (Arc::clone(&kept.open), kept.mapping.clone(), busy)

@@ -454,7 +454,7 @@ struct Stepped {
 }
 
 impl Stepped {
-    fn new(turn: Turn, segment: &Segment<'_>, len: u64) -> Stepped {
+    fn new(turn: Turn, segment: &Segment, len: u64) -> Stepped {
         Stepped {
             turn,
             identity: segment.identity(),
@@ -470,7 +470,7 @@ impl Stepped {
     fn step(
         &mut self,
         budget: Duration,
-        mut copy: impl FnMut(&Segment<'_>, usize, usize) -> Result<()>,
+        mut copy: impl FnMut(&Segment, usize, usize) -> Result<()>,
     ) -> Result<bool> {
         let start = Instant::now();
         let segment = self.turn.segment()?;
@@ -554,7 +554,7 @@ impl Deref for EntryRef<'_> {
 }
 
 /// What appending `len` bytes of `source` at `at` in `target` costs.
-fn append_cost(source: &Segment<'_>, target: &Segment<'_>, at: u64, len: u64) -> Cost {
+fn append_cost(source: &Segment, target: &Segment, at: u64, len: u64) -> Cost {
     let (route, fresh) = target.write_route(at, len);
     let read = Cost::copy(source.read_route(0, len), len);
     read + Cost::copy(route, len) + Cost::fresh_pages(fresh) + Cost::resize(target.len(), at + len)
@@ -564,11 +564,11 @@ fn append_cost(source: &Segment<'_>, target: &Segment<'_>, at: u64, len: u64) ->
 /// reserved, runs `fill`, and only then shrinks it if `len` is less than
 /// `old`: a failure at any step puts the size back as it was.
 fn grow_then(
-    segment: &mut Segment<'_>,
+    segment: &mut Segment,
     old: u64,
     len: u64,
     from: u64,
-    fill: impl FnOnce(&Segment<'_>) -> Result<()>,
+    fill: impl FnOnce(&Segment) -> Result<()>,
 ) -> Result<()> {
     if old < len {
         resize_reserving(segment, len, from, len)?;
@@ -589,7 +589,7 @@ fn grow_then(
 
 /// Resizes `segment` to `len` and reserves `[from, to)`, or leaves its size
 /// as it was.
-fn resize_reserving(segment: &mut Segment<'_>, len: u64, from: u64, to: u64) -> Result<()> {
+fn resize_reserving(segment: &mut Segment, len: u64, from: u64, to: u64) -> Result<()> {
     let old = segment.len();
     segment.resize(len)?;
     segment.reserve(from, to).inspect_err(|_| {
