@@ -471,6 +471,30 @@ mod tests {
     }
 
     #[test]
+    fn a_mapping_made_by_a_call_is_kept_for_the_next() {
+        let scratch = Scratch::new(4096);
+        let held = entry(&scratch.name);
+        held.count_guard(true);
+        let mapped = || {
+            held.state()
+                .kept
+                .as_ref()
+                .is_some_and(|k| k.mapping.is_some())
+        };
+        for _ in 0..=MAP_AFTER + 1 {
+            let turn = held.lock(Access::Exclusive);
+            turn.segment().unwrap().write(0, &[1; 4096]).unwrap();
+        }
+        assert!(mapped(), "busy enough to be mapped, and the mapping kept");
+        // A call that finds the segment replaced under its name forgets it.
+        crate::sys::unlink(&scratch.name);
+        drop(Segment::create(&scratch.name, 8).unwrap());
+        held.lock(Access::Shared).segment().unwrap();
+        assert!(!mapped());
+        held.count_guard(false);
+    }
+
+    #[test]
     fn without_a_guard_nothing_is_kept() {
         let scratch = Scratch::new(3);
         let unguarded = entry(&scratch.name);
