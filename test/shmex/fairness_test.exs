@@ -13,27 +13,66 @@ defmodule Shmex.FairnessTest do
   test "a call on a busy segment parks instead of waiting on a scheduler, and is told when to retry" do
     data = :binary.copy(<<1>>, 64 <<< 20)
     shm = Shmex.new(data)
-    parent = self()
 
     # A long write holds the segment; a read arriving meanwhile parks.
-    outcome =
-      Enum.find_value(1..50, fn _ ->
-        writer = spawn_link(fn -> send(parent, {:written, Native.write(shm, data)}) end)
-        Process.sleep(2)
-        result = Nif.read(shm, 1)
-        assert_receive {:written, {:ok, _}}, 10_000
-        _ = writer
-
-        case result do
-          {:wait, token} -> {:parked, token}
-          {:ok, _} -> nil
-        end
-      end)
-
-    assert {:parked, token} = outcome
+    assert {:wait, token} = park_behind_a_write(shm, data, 50)
+    assert_receive {:written, {:ok, _}}, 10_000
     # The wake-up comes once the write is done, and the call then runs.
     assert_receive {:shmex_segment_free, ^token}, 5_000
     assert Native.read(shm, 1) == {:ok, <<1>>}
+  end
+
+  @tag skip: Shmex.Test.Space.lacking(3 * (64 <<< 20), "a 64 MiB write")
+  test "a turn given to a process killed while it waited is passed on" do
+    data = :binary.copy(<<1>>, 64 <<< 20)
+    shm = Shmex.new(data)
+    parent = self()
+
+    # A long write holds the segment; a process queues behind it, then dies
+    # before its turn comes. Its turn is given to it all the same.
+    {doomed, doomed_ref} = spawn_monitor(fn -> queue_behind_a_write(shm, data, parent) end)
+
+    assert_receive {:queued, {:wait, _token}}, 30_000
+    Process.exit(doomed, :kill)
+    assert_receive {:DOWN, ^doomed_ref, :process, _, :killed}
+
+    # The next caller is not held by the dead one's turn for more than its
+    # lease (a second) and a poll.
+    {us, result} = :timer.tc(fn -> Native.read(shm, 1) end)
+    assert result == {:ok, <<1>>}
+    assert us < 5_000_000
+  end
+
+  # Parks a read behind a long write of `data`: reads until one waits, while
+  # the write runs, and writes again if none did. `{:written, result}` comes
+  # when the write is done.
+  defp park_behind_a_write(shm, data, attempts) do
+    me = self()
+    spawn_link(fn -> send(me, {:written, Native.write(shm, data)}) end)
+
+    case probe_while_writing(shm) do
+      {:wait, _} = parked -> parked
+      :written when attempts > 1 -> park_behind_a_write(shm, data, attempts - 1)
+      :written -> flunk("no read met the write")
+    end
+  end
+
+  defp probe_while_writing(shm) do
+    receive do
+      {:written, {:ok, _}} -> :written
+    after
+      0 ->
+        case Nif.read(shm, 1) do
+          {:wait, _} = parked -> parked
+          {:ok, _} -> probe_while_writing(shm)
+        end
+    end
+  end
+
+  # Queues a read behind a long write, tells `parent`, and waits to be killed.
+  defp queue_behind_a_write(shm, data, parent) do
+    send(parent, {:queued, park_behind_a_write(shm, data, 50)})
+    Process.sleep(:infinity)
   end
 
   @tag skip: Shmex.Test.Space.lacking(3 * (128 <<< 20), "128 MiB calls")
