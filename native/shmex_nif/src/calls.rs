@@ -327,7 +327,7 @@ pub fn read<'a>(env: Env<'a>, on: Scheduler, shm: Term<'a>, read_size: Term<'a>)
                 let read = internal::read(&shm, &scheduling, read_size, owned_binary);
                 settle(env, read, |progress| {
                     Ok(match progress {
-                        Progress::Done(data) => read_done(env, data),
+                        Progress::Done(data) => Outcome::Reply(Ok(read_reply(env, data))),
                         Progress::Going(reading) => {
                             let state = Stepping::term(env, Copying::Read(reading));
                             Outcome::Steps(read_step, vec![state])
@@ -346,22 +346,13 @@ unsafe extern "C" fn read_step(
     argv: *const ErlNifTerm,
 ) -> ErlNifTerm {
     fn step<'a>(env: Env<'a>, args: &[Term<'a>]) -> Outcome<'a> {
-        // Wakes the calls whose turn comes when this one ends (dropped last).
-        let _on = OnScheduler::dirty(env);
-        decoded(|| {
-            let &[state] = args else {
+        go_on(env, args, read_step, |copying| {
+            let Copying::Read(mut reading) = copying else {
                 return Err(rustler::Error::BadArg);
             };
-            let Copying::Read(mut reading) = Stepping::take(state)? else {
-                return Err(rustler::Error::BadArg);
-            };
-            Ok(match reading.step(STEP) {
-                Ok(true) => read_done(env, reading.into_buffer()),
-                Ok(false) => {
-                    Stepping::put_back(state, Copying::Read(reading))?;
-                    Outcome::Steps(read_step, args.to_vec())
-                }
-                Err(error) => Outcome::Reply(Err(error.into())),
+            Ok(match reading.step(STEP)? {
+                true => Ok(read_reply(env, reading.into_buffer())),
+                false => Err(Copying::Read(reading)),
             })
         })
     }
@@ -369,8 +360,31 @@ unsafe extern "C" fn read_step(
     unsafe { continued(env, argc, argv, step) }
 }
 
-fn read_done(env: Env<'_>, data: OwnedBinary) -> Outcome<'_> {
-    Outcome::Reply(Ok(ok(env, data.release(env).to_term(env))))
+/// A step of a copy whose state is `args[0]`: `step` takes it and gives
+/// the reply, or the state back to go on with (as `this`, with `args`).
+fn go_on<'a>(
+    env: Env<'a>,
+    args: &[Term<'a>],
+    this: NifFn,
+    step: impl FnOnce(Copying) -> NifResult<Result<Term<'a>, Copying>>,
+) -> Outcome<'a> {
+    // Wakes the calls whose turn comes when the copy ends (dropped last).
+    let _on = OnScheduler::dirty(env);
+    decoded(|| {
+        let state = *args.first().ok_or(rustler::Error::BadArg)?;
+        Ok(match step(Stepping::take(state)?)? {
+            Ok(reply) => Outcome::Reply(Ok(reply)),
+            Err(copying) => {
+                Stepping::put_back(state, copying)?;
+                Outcome::Steps(this, args.to_vec())
+            }
+        })
+    })
+}
+
+/// `{:ok, data}` for a read into `data`.
+fn read_reply(env: Env<'_>, data: OwnedBinary) -> Term<'_> {
+    ok(env, data.release(env).to_term(env))
 }
 
 operation!(write(shm, data));
@@ -401,27 +415,19 @@ unsafe extern "C" fn write_step(
     argv: *const ErlNifTerm,
 ) -> ErlNifTerm {
     fn step<'a>(env: Env<'a>, args: &[Term<'a>]) -> Outcome<'a> {
-        // Wakes the calls whose turn comes when this one ends (dropped last).
-        let _on = OnScheduler::dirty(env);
-        decoded(|| {
-            let &[state, shm, data] = args else {
+        go_on(env, args, write_step, |copying| {
+            let (&[_, shm, data], Copying::Write(mut writing)) = (args, copying) else {
                 return Err(rustler::Error::BadArg);
             };
-            let Copying::Write(mut writing) = Stepping::take(state)? else {
-                return Err(rustler::Error::BadArg);
-            };
-            let data = Binary::from_term(data)?;
-            Ok(match writing.step(data.as_slice(), STEP) {
-                Ok(true) => {
-                    let shm = ShmexTerm::decode(shm, "shm")?;
-                    Outcome::Reply(Ok(ok(env, shm.with_claim(env, writing.claim()))))
-                }
-                Ok(false) => {
-                    Stepping::put_back(state, Copying::Write(writing))?;
-                    Outcome::Steps(write_step, args.to_vec())
-                }
-                Err(error) => Outcome::Reply(Err(error.into())),
-            })
+            Ok(
+                match writing.step(Binary::from_term(data)?.as_slice(), STEP)? {
+                    true => {
+                        let shm = ShmexTerm::decode(shm, "shm")?;
+                        Ok(ok(env, shm.with_claim(env, writing.claim())))
+                    }
+                    false => Err(Copying::Write(writing)),
+                },
+            )
         })
     }
     // SAFETY: the VM calls this as the write continued, with its arguments.
