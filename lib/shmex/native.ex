@@ -60,11 +60,12 @@ defmodule Shmex.Native do
   # `{:wait, token}` and the turn comes with `{:shmex_segment_free, token}`;
   # called again, the call then has it. No scheduler waits meanwhile: this
   # process does. In case a wake-up is lost, the call is made again every
-  # @poll ms (it keeps its place in the queue).
+  # @poll ms (it keeps its place in the queue); after @give_up ms of waiting
+  # in all, it raises.
   defmacrop turn(call) do
     quote do
       case unquote(call) do
-        {:wait, token} -> wait_turn(token, fn -> unquote(call) end, 0)
+        {:wait, token} -> wait_turn(token, fn -> unquote(call) end, deadline())
         result -> result
       end
     end
@@ -73,27 +74,24 @@ defmodule Shmex.Native do
   @poll 1_000
   @give_up 60_000
 
-  defp wait_turn(token, call, waited) do
+  defp deadline, do: System.monotonic_time(:millisecond) + @give_up
+
+  defp wait_turn(token, call, deadline) do
     receive do
-      {:shmex_segment_free, ^token} -> after_wait(call.(), call)
+      {:shmex_segment_free, ^token} -> waited(call.(), call, deadline, nil)
     after
       @poll ->
-        if waited >= @give_up do
-          raise "Shmex.Native: no turn on the segment after #{div(waited, 1000)} s of waiting"
+        if System.monotonic_time(:millisecond) > deadline do
+          raise "Shmex.Native: no turn on the segment after #{div(@give_up, 1000)} s of waiting"
         end
 
-        case call.() do
-          {:wait, ^token} -> wait_turn(token, call, waited + @poll)
-          result -> after_wait(result, call, token)
-        end
+        waited(call.(), call, deadline, token)
     end
   end
 
-  defp after_wait(result, call, stale \\ nil)
+  defp waited({:wait, token}, call, deadline, _stale), do: wait_turn(token, call, deadline)
 
-  defp after_wait({:wait, token}, call, _stale), do: wait_turn(token, call, 0)
-
-  defp after_wait(result, _call, stale) do
+  defp waited(result, _call, _deadline, stale) do
     # A wake-up that came after the call found its turn by itself.
     receive do
       {:shmex_segment_free, ^stale} -> :ok
