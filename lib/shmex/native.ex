@@ -39,18 +39,24 @@ defmodule Shmex.Native do
   Calls on one segment in this VM, through any struct naming it, take turns:
   those that change it (`write/2`, `set_capacity/2`, `append/2` on its
   target, `trim/1,2`) run alone, those that only read it (`read/1,2`,
-  `split_at/2`, `append/2` on its source) run together. A call that must
-  wait for another does not hold a scheduler meanwhile: the calling process
-  waits for a message, and the call then runs.
+  `split_at/2`, `append/2` on its source) run together. Turns are first
+  come, first served: a call waits for the calls that were waiting before
+  it (readers right behind one another go in together), never for one that
+  came after it. A call that must wait does not hold a scheduler meanwhile:
+  the calling process waits for a message, and the call then runs. A call
+  that has had no turn after a minute raises.
 
   ## Scheduling
 
   A call runs on a normal scheduler when its work is estimated at no more
-  than about a millisecond, and on a dirty CPU scheduler otherwise, so that
-  large copies never hold a normal scheduler. The estimate knows what the
-  work will cost: a copy through a mapping runs at ~20 GB/s, but pages
-  written for the first time, and a large result binary, cost several times
-  more (see the README).
+  than about a millisecond, and moves itself to a dirty CPU scheduler
+  otherwise, so that large copies never hold a normal scheduler. The
+  estimate knows what the work will cost: a copy through a mapping runs at
+  ~20 GB/s, but pages written for the first time, and a large result binary,
+  cost several times more (see the README). On the dirty scheduler, a read
+  or write of many milliseconds copies about a millisecond at a time, each
+  step behind the work that queued meanwhile (of this library or any
+  other), holding its turn on the segment throughout.
 
   ## A full `/dev/shm`
 
@@ -63,17 +69,14 @@ defmodule Shmex.Native do
 
   alias Shmex.Native.Nif
 
-  # A scheduled NIF call (see Shmex.Native.Nif): made again on a dirty
-  # scheduler when it would hold a normal one too long, and again, whole,
-  # once the segment it waits for is free. No scheduler waits meanwhile:
-  # this process does. A call that finds /dev/shm full is made once more
-  # after collecting the garbage that may hold guards (Shmex.Native.Room).
-  defmacrop scheduled(call) do
+  # A NIF call that finds /dev/shm full is made once more after collecting
+  # the garbage that may hold guards (Shmex.Native.Room).
+  defmacrop with_room(call) do
     quote do
-      case attempt(unquote(call)) do
+      case turn(unquote(call)) do
         {:error, {:enospc, _}} ->
           Shmex.Native.Room.make()
-          attempt(unquote(call))
+          turn(unquote(call))
 
         result ->
           result
@@ -81,26 +84,50 @@ defmodule Shmex.Native do
     end
   end
 
-  defmacrop attempt({name, _, args} = call) do
-    dirty = :"#{name}_dirty"
-
+  # A NIF call that may have to wait for its turn on a segment: it answers
+  # `{:wait, token}` and the turn comes with `{:shmex_segment_free, token}`;
+  # called again, the call then has it. No scheduler waits meanwhile: this
+  # process does. In case a wake-up is lost, the call is made again every
+  # @poll ms (it keeps its place in the queue); after @give_up ms of waiting
+  # in all, it raises.
+  defmacrop turn(call) do
     quote do
-      result =
-        case Nif.unquote(name)(unquote_splicing(args)) do
-          :reschedule -> Nif.unquote(dirty)(unquote_splicing(args))
-          result -> result
-        end
-
-      case result do
-        {:wait, token} ->
-          receive do
-            {:shmex_segment_free, ^token} -> unquote(call)
-          end
-
-        result ->
-          result
+      case unquote(call) do
+        {:wait, token} -> wait_turn(token, fn -> unquote(call) end, deadline())
+        result -> result
       end
     end
+  end
+
+  @poll 1_000
+  @give_up 60_000
+
+  defp deadline, do: System.monotonic_time(:millisecond) + @give_up
+
+  defp wait_turn(token, call, deadline) do
+    receive do
+      {:shmex_segment_free, ^token} -> waited(call.(), call, deadline, nil)
+    after
+      @poll ->
+        if System.monotonic_time(:millisecond) > deadline do
+          raise "Shmex.Native: no turn on the segment after #{div(@give_up, 1000)} s of waiting"
+        end
+
+        waited(call.(), call, deadline, token)
+    end
+  end
+
+  defp waited({:wait, token}, call, deadline, _stale), do: wait_turn(token, call, deadline)
+
+  defp waited(result, _call, _deadline, stale) do
+    # A wake-up that came after the call found its turn by itself.
+    receive do
+      {:shmex_segment_free, ^stale} -> :ok
+    after
+      0 -> :ok
+    end
+
+    result
   end
 
   @typedoc "Why a call failed; see the module docs."
@@ -174,7 +201,7 @@ defmodule Shmex.Native do
   @spec set_capacity(Shmex.t(), capacity :: non_neg_integer()) ::
           {:ok, Shmex.t()} | {:error, segment_error()}
   def set_capacity(shm, capacity) do
-    scheduled(set_capacity(shm, capacity))
+    with_room(Nif.set_capacity(shm, capacity))
   end
 
   @doc """
@@ -205,7 +232,7 @@ defmodule Shmex.Native do
   @spec read(Shmex.t(), read_size :: non_neg_integer()) ::
           {:ok, binary()} | {:error, :invalid_read_size | segment_error()}
   def read(shm, read_size) do
-    scheduled(read(shm, read_size))
+    with_room(Nif.read(shm, read_size))
   end
 
   @doc """
@@ -222,7 +249,7 @@ defmodule Shmex.Native do
   """
   @spec write(Shmex.t(), data :: binary()) :: {:ok, Shmex.t()} | {:error, segment_error()}
   def write(shm, data) do
-    scheduled(write(shm, data))
+    with_room(Nif.write(shm, data))
   end
 
   @doc """
@@ -242,7 +269,7 @@ defmodule Shmex.Native do
   @spec split_at(Shmex.t(), position :: non_neg_integer()) ::
           {:ok, {Shmex.t(), Shmex.t()}} | {:error, :invalid_position | segment_error()}
   def split_at(shm, position) do
-    scheduled(split_at(shm, position))
+    with_room(Nif.split_at(shm, position))
   end
 
   @doc """
@@ -260,7 +287,7 @@ defmodule Shmex.Native do
   @spec append(target :: Shmex.t(), source :: Shmex.t()) ::
           {:ok, Shmex.t()} | {:error, segment_error()}
   def append(target, source) do
-    scheduled(append(target, source))
+    with_room(Nif.append(target, source))
   end
 
   @doc """
@@ -297,6 +324,6 @@ defmodule Shmex.Native do
   @spec trim(Shmex.t(), bytes :: non_neg_integer()) ::
           {:ok, Shmex.t()} | {:error, :invalid_trim_size | segment_error()}
   def trim(shm, bytes) do
-    scheduled(trim(shm, bytes))
+    with_room(Nif.trim(shm, bytes))
   end
 end

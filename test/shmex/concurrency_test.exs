@@ -4,6 +4,7 @@ defmodule Shmex.ConcurrencyTest do
   # reading one shared segment.
   use ExUnit.Case, async: true
 
+  import Bitwise
   alias Shmex.Native
 
   @processes 48
@@ -23,6 +24,30 @@ defmodule Shmex.ConcurrencyTest do
 
     assert failures == []
     assert Native.read(shared) == {:ok, shared_data}
+  end
+
+  @tag skip: Shmex.Test.Space.lacking(4 * (64 <<< 20), "64 MiB copies")
+  test "copies that go on in steps keep their turn: reads see a write whole or not at all" do
+    # 64 MiB writes and reads take several steps on a dirty scheduler,
+    # each step rescheduled: other calls on the segment must still wait for
+    # the whole copy.
+    old = :binary.copy(<<1>>, 64 <<< 20)
+    new = :binary.copy(<<2>>, 64 <<< 20)
+    shm = Shmex.new(old)
+
+    writer =
+      Task.async(fn ->
+        for data <- [new, old, new, old, new], do: {:ok, _} = Native.write(shm, data)
+      end)
+
+    reads =
+      for _ <- 1..20 do
+        {:ok, data} = Native.read(shm)
+        data == old or data == new
+      end
+
+    Task.await(writer, 60_000)
+    assert Enum.all?(reads)
   end
 
   defp worker(seed, shared, shared_data) do

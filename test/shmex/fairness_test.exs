@@ -13,38 +13,118 @@ defmodule Shmex.FairnessTest do
   test "a call on a busy segment parks instead of waiting on a scheduler, and is told when to retry" do
     data = :binary.copy(<<1>>, 64 <<< 20)
     shm = Shmex.new(data)
-    parent = self()
 
     # A long write holds the segment; a read arriving meanwhile parks.
-    outcome =
-      Enum.find_value(1..50, fn _ ->
-        writer = spawn_link(fn -> send(parent, {:written, Native.write(shm, data)}) end)
-        Process.sleep(2)
-        result = Nif.read_dirty(shm, 1)
-        assert_receive {:written, {:ok, _}}, 10_000
-        _ = writer
-
-        case result do
-          {:wait, token} -> {:parked, token}
-          {:ok, _} -> nil
-        end
-      end)
-
-    assert {:parked, token} = outcome
+    assert {:wait, token} = park_behind_a_write(shm, data, 50)
+    assert_receive {:written, {:ok, _}}, 10_000
     # The wake-up comes once the write is done, and the call then runs.
     assert_receive {:shmex_segment_free, ^token}, 5_000
     assert Native.read(shm, 1) == {:ok, <<1>>}
   end
 
-  test "readers of one segment run together" do
-    shm = Shmex.new(:binary.copy(<<2>>, 4 <<< 20))
+  @tag skip: Shmex.Test.Space.lacking(3 * (64 <<< 20), "a 64 MiB write")
+  test "a turn given to a process killed while it waited is passed on" do
+    data = :binary.copy(<<1>>, 64 <<< 20)
+    shm = Shmex.new(data)
+    parent = self()
 
-    results =
-      1..8
-      |> Task.async_stream(fn _ -> for _ <- 1..20, do: Native.read(shm) end, max_concurrency: 8)
-      |> Enum.flat_map(fn {:ok, reads} -> reads end)
+    # A long write holds the segment; a process queues behind it, then dies
+    # before its turn comes. Its turn is given to it all the same.
+    {doomed, doomed_ref} = spawn_monitor(fn -> queue_behind_a_write(shm, data, parent) end)
 
-    assert Enum.all?(results, &match?({:ok, <<2, _::binary>>}, &1))
+    assert_receive {:queued, {:wait, _token}}, 30_000
+    Process.exit(doomed, :kill)
+    assert_receive {:DOWN, ^doomed_ref, :process, _, :killed}
+
+    # The next caller is not held by the dead one's turn for more than its
+    # lease (a second) and a poll.
+    {us, result} = :timer.tc(fn -> Native.read(shm, 1) end)
+    assert result == {:ok, <<1>>}
+    assert us < 5_000_000
+  end
+
+  # Parks a read behind a long write of `data`: reads until one waits, while
+  # the write runs, and writes again if none did. `{:written, result}` comes
+  # when the write is done.
+  defp park_behind_a_write(shm, data, attempts) do
+    me = self()
+    spawn_link(fn -> send(me, {:written, Native.write(shm, data)}) end)
+
+    case probe_while_writing(shm) do
+      {:wait, _} = parked -> parked
+      :written when attempts > 1 -> park_behind_a_write(shm, data, attempts - 1)
+      :written -> flunk("no read met the write")
+    end
+  end
+
+  defp probe_while_writing(shm) do
+    receive do
+      {:written, {:ok, _}} -> :written
+    after
+      0 ->
+        case Nif.read(shm, 1) do
+          {:wait, _} = parked -> parked
+          {:ok, _} -> probe_while_writing(shm)
+        end
+    end
+  end
+
+  # Queues a read behind a long write, tells `parent`, and waits to be killed.
+  defp queue_behind_a_write(shm, data, parent) do
+    send(parent, {:queued, park_behind_a_write(shm, data, 50)})
+    Process.sleep(:infinity)
+  end
+
+  @tag skip: Shmex.Test.Space.lacking(3 * (128 <<< 20), "128 MiB calls")
+  test "readers of one segment run together; a writer excludes them" do
+    data = :binary.copy(<<2>>, 128 <<< 20)
+    shm = Shmex.new(data)
+
+    # Short reads of the segment, made while a long call on it runs: how many
+    # had to wait for their turn, out of how many.
+    probe = fn long_call ->
+      parent = self()
+      long = spawn_link(fn -> send(parent, {:done, long_call.()}) end)
+      Process.sleep(1)
+      probes = probe_until_done(shm, [])
+      assert_receive {:done, {:ok, _}}, 30_000
+      _ = long
+      {Enum.count(probes, &match?({:wait, _}, &1)), length(probes)}
+    end
+
+    # Control: the probes do overlap a long call (here a write, which
+    # excludes them): some wait.
+    {waited, probes} = probe.(fn -> Native.write(shm, data) end)
+    assert waited > 0, "no probe met the write (#{probes} probes)"
+
+    # A long read lets them in: none waits (under one lock for all, as
+    # many would as for the write).
+    {waited, probes} = probe.(fn -> Native.read(shm) end)
+    assert probes > 0
+    assert waited == 0, "#{waited} of #{probes} probes waited for a reader"
+  end
+
+  defp probe_until_done(shm, probes) do
+    receive do
+      {:done, _} = done ->
+        send(self(), done)
+        probes
+    after
+      0 ->
+        probe = Nif.read(shm, 1)
+
+        case probe do
+          {:wait, token} ->
+            # Its turn comes: take it up.
+            assert_receive {:shmex_segment_free, ^token}, 30_000
+            assert Nif.read(shm, 1) == {:ok, <<2>>}
+
+          {:ok, <<2>>} ->
+            :ok
+        end
+
+        probe_until_done(shm, [probe | probes])
+    end
   end
 
   test "a long call on a normal scheduler is charged to its process's time slice" do

@@ -284,46 +284,6 @@ defmodule Shmex.NativeTest do
     end
   end
 
-  describe "scheduling" do
-    alias Shmex.Native.Nif
-
-    @tag skip: Shmex.Test.Space.lacking(2 * (8 <<< 20), "an 8 MiB write")
-    test "work too long for a normal scheduler is refused there, changing nothing" do
-      shm = filled!("small")
-      big = :binary.copy(<<1>>, 8 <<< 20)
-
-      # 8 MiB of fresh pages: several milliseconds.
-      assert Nif.write(shm, big) == :reschedule
-      assert Segments.real_size(shm) == 5
-      assert read!(shm) == "small"
-
-      assert {:ok, written} = Nif.write_dirty(shm, big)
-      assert read!(written) == big
-    end
-
-    @tag skip: Shmex.Test.Space.lacking(3 * (24 <<< 20), "24 MiB calls")
-    test "every copying call reschedules, and Shmex.Native follows it to a dirty scheduler" do
-      data = :binary.copy(<<2>>, 24 <<< 20)
-      shm = filled!(data)
-
-      assert Nif.read(shm, shm.size) == :reschedule
-      assert Nif.split_at(shm, 0) == :reschedule
-      assert Nif.append(shm, shm) == :reschedule
-      assert Nif.trim(shm, 1) == :reschedule
-      assert Nif.set_capacity(shm, 0) == :reschedule
-
-      assert {:ok, ^data} = Native.read(shm)
-      assert {:ok, {left, right}} = Native.split_at(shm, 1)
-      assert {left.size, right.size} == {1, byte_size(data) - 1}
-    end
-
-    test "small calls stay on the normal scheduler" do
-      shm = filled!("small")
-      assert {:ok, _} = Nif.write(shm, "tiny")
-      assert {:ok, "tiny"} = Nif.read(%{shm | size: 4}, 4)
-    end
-  end
-
   describe "malformed arguments" do
     test "raise ArgumentError naming the argument" do
       shm = allocate!()

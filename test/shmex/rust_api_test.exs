@@ -21,6 +21,14 @@ defmodule Shmex.RustApiTest do
     assert Native.read(shm) == {:ok, "desserts"}
   end
 
+  test "a Rust NIF takes a struct as a handle and returns it updated" do
+    shm = Map.put(Shmex.new("ab"), :extra, :kept)
+    assert %{size: 3, capacity: 3, extra: :kept} = pushed = ShmexExample.Nif.push(shm, ?c)
+    assert {pushed.name, pushed.guard} == {shm.name, shm.guard}
+    assert Native.read(pushed) == {:ok, "abc"}
+    assert ShmexExample.Nif.push(%{shm | size: 9}, ?d) == {:error, :invalid_payload}
+  end
+
   test "a Rust NIF makes guarded segments this library uses and collects" do
     name =
       Segments.in_process(fn ->

@@ -8,4 +8,5 @@ defmodule ShmexExample.Nif do
   def checksum(_shm), do: :erlang.nif_error(:nif_not_loaded)
   def reverse(_shm), do: :erlang.nif_error(:nif_not_loaded)
   def filled(_len, _byte), do: :erlang.nif_error(:nif_not_loaded)
+  def push(_shm, _byte), do: :erlang.nif_error(:nif_not_loaded)
 end

@@ -1,23 +1,11 @@
 defmodule Shmex.Native.Nif do
   @moduledoc false
-  # Stubs replaced by the Rust NIF library (native/shmex_nif) when it loads.
-  #
-  # The calls that copy or free data (`@scheduled`, the one list of them on
-  # this side) come twice: on a normal scheduler, where they answer
-  # `:reschedule` for work estimated at over a millisecond, and as `_dirty`
-  # twins on a dirty CPU scheduler. Any of them may answer `{:wait, token}`
-  # when the segment is busy. `Shmex.Native` handles both (`scheduled/1`).
+  # Stubs replaced by the Rust NIF library (native/shmex_nif) when it loads:
+  # one function an operation. Each decides where it runs (it moves itself
+  # to a dirty scheduler for long work); those that wait for their turn on a
+  # segment may answer `{:wait, token}`, which `Shmex.Native` handles.
 
   @on_load :load
-
-  @scheduled [
-    set_capacity: [:shm, :capacity],
-    read: [:shm, :read_size],
-    write: [:shm, :data],
-    split_at: [:shm, :position],
-    append: [:target, :source],
-    trim: [:shm, :bytes]
-  ]
 
   def load do
     :shmex
@@ -30,13 +18,10 @@ defmodule Shmex.Native.Nif do
   def add_guard(_shm), do: :erlang.nif_error(:nif_not_loaded)
   def ensure_not_gc(_shm), do: :erlang.nif_error(:nif_not_loaded)
   def stats, do: :erlang.nif_error(:nif_not_loaded)
-
-  for {name, args} <- @scheduled do
-    unused = Enum.map(args, &Macro.var(:"_#{&1}", __MODULE__))
-
-    def unquote(name)(unquote_splicing(unused)), do: :erlang.nif_error(:nif_not_loaded)
-
-    def unquote(:"#{name}_dirty")(unquote_splicing(unused)),
-      do: :erlang.nif_error(:nif_not_loaded)
-  end
+  def set_capacity(_shm, _capacity), do: :erlang.nif_error(:nif_not_loaded)
+  def read(_shm, _read_size), do: :erlang.nif_error(:nif_not_loaded)
+  def write(_shm, _data), do: :erlang.nif_error(:nif_not_loaded)
+  def split_at(_shm, _position), do: :erlang.nif_error(:nif_not_loaded)
+  def append(_target, _source), do: :erlang.nif_error(:nif_not_loaded)
+  def trim(_shm, _bytes), do: :erlang.nif_error(:nif_not_loaded)
 end

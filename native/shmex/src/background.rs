@@ -1,9 +1,9 @@
 //! Work done off the schedulers by one background thread: freeing the pages
 //! of large segments that go away (closing the last descriptor or mapping of
 //! a 256 MiB segment frees 65,536 pages: milliseconds), and telling processes
-//! that wait for a segment that it is free (a message can only be sent from
-//! a scheduler thread to a process with that call's own environment, which
-//! the code releasing a segment does not have).
+//! that wait for a segment that their turn came when the turn is passed on
+//! outside a NIF call (a destructor, the Rust API): a message can only be
+//! sent from a scheduler thread with a NIF call's own environment.
 //!
 //! Owns the thread and its queue; knows nothing of what the jobs do.
 

@@ -1,15 +1,30 @@
 //! Whose turn it is on a segment: calls that change a segment exclude every
-//! other call on it, calls that only read it may run together.
+//! other call on it, calls that only read it may run together, and turns are
+//! given first come, first served.
 //!
-//! A call that finds the segment busy either blocks until it is free (the
-//! Rust API), or parks: it leaves a wake-up to be run once the segment is
-//! free, and gives up at once. NIF calls park, so that no scheduler thread
-//! ever waits: the calling process waits for its wake-up message instead,
-//! and tries again. Waiting writers go first: readers arriving while a
-//! writer waits, wait too.
+//! A call that finds the segment free, and nobody waiting for it, goes in.
+//! Otherwise it joins the queue, behind every call that was waiting before
+//! it. When the segment becomes free, the turn goes to the call at the head
+//! of the queue, and to the readers right behind it if that is a reader: a
+//! call never waits for one that came after it, so nobody waits for more
+//! than one turn of each call ahead of it.
+//!
+//! A call that waits either blocks until its turn is given (the Rust API),
+//! or parks: it leaves a wake-up to be run once its turn is given, and gives
+//! up at once. NIF calls park, so that no scheduler thread ever waits: the
+//! calling process waits for its wake-up message instead, and calls again;
+//! the call recognizes the turn given to its process (its `key`) and takes
+//! it up. A turn given to a process that does not come back for it within
+//! [`LEASE`] (it was killed meanwhile) is taken back and passed on.
 //!
 //! Owns the bookkeeping only; it is kept under its segment's mutex, with
 //! what else the segment's entry keeps ([`crate::registry`]).
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// How long a turn given to a parked call waits for the call to come back.
+pub(crate) const LEASE: Duration = Duration::from_secs(1);
 
 /// What a call does to a segment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,42 +35,73 @@ pub(crate) enum Access {
     Exclusive,
 }
 
-/// Run once the segment a parked call wanted is free.
+/// Run once the turn of a parked call is given: it tells the caller.
 pub(crate) type Wake = Box<dyn FnOnce() + Send>;
 
-/// A parked call gave up: its wake-up will run when the segment is free.
-#[cfg_attr(not(feature = "nif"), allow(dead_code))] // parking is for NIF calls
+/// What passing turns on leaves to do once the segment's mutex is let go:
+/// the wake-ups of the parked calls given their turn, to run, and whether
+/// blocked threads were given theirs (they are to be notified).
+#[derive(Default)]
+#[must_use]
+pub(crate) struct Freed {
+    pub wakes: Vec<Wake>,
+    pub threads: bool,
+}
+
+/// A parked call's place in the queue: its wake-up will say this ticket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Parked;
+pub(crate) struct Ticket(pub u64);
+
+/// Who waits: a blocked thread, or a parked call of the process `key`.
+enum Waiter {
+    Thread,
+    Process { key: u64, wake: Wake },
+}
+
+struct Waiting {
+    ticket: Ticket,
+    access: Access,
+    waiter: Waiter,
+}
+
+/// A turn given to a waiting call, not yet taken up.
+#[derive(Debug)]
+struct Given {
+    ticket: Ticket,
+    access: Access,
+    /// The parked call's process, and when the turn was given; `None` for a
+    /// blocked thread.
+    process: Option<(u64, Instant)>,
+}
 
 /// The turns of the calls on one segment.
 #[derive(Default)]
 pub(crate) struct Turns {
     readers: u32,
     writer: bool,
-    /// Writers waiting, blocked or parked: readers let them go first.
-    writers_waiting: u32,
-    /// Writers among the parked calls (counted until they are woken).
-    writers_parked: u32,
-    parked: Vec<Wake>,
-    blocked: u32,
+    queue: VecDeque<Waiting>,
+    given: Vec<Given>,
 }
 
-/// What a release leaves to do, once the segment's mutex is let go.
-#[must_use]
-pub(crate) struct Freed {
-    /// The parked calls' wake-ups, to run.
-    pub wakes: Vec<Wake>,
-    /// Whether blocked calls wait: they are to be notified.
-    pub blocked: bool,
+/// How a call with a key may go in.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Entered {
+    /// It has its turn.
+    Now,
+    /// It waits in the queue with this ticket.
+    Queued(Ticket),
 }
 
 impl Turns {
-    /// Whether a call for `access` may go in now. A blocked writer counts as
-    /// waiting itself; writers never wait for one another's turn here.
+    /// Whether a call for `access` may go in now: nobody waits, and nobody
+    /// holds the segment in a way that excludes it.
     pub fn admits(&self, access: Access) -> bool {
+        self.queue.is_empty() && self.compatible(access)
+    }
+
+    fn compatible(&self, access: Access) -> bool {
         match access {
-            Access::Shared => !self.writer && self.writers_waiting == 0,
+            Access::Shared => !self.writer,
             Access::Exclusive => !self.writer && self.readers == 0,
         }
     }
@@ -68,45 +114,164 @@ impl Turns {
         }
     }
 
-    /// Records a call that will block until admitted.
-    pub fn block(&mut self, access: Access) {
-        self.blocked += 1;
-        self.writers_waiting += u32::from(access == Access::Exclusive);
-    }
-
-    /// Records that a blocked call was admitted.
-    pub fn unblock(&mut self, access: Access) {
-        self.blocked -= 1;
-        self.writers_waiting -= u32::from(access == Access::Exclusive);
-    }
-
-    /// Records a call that gave up, and its wake-up.
-    #[cfg_attr(not(feature = "nif"), allow(dead_code))] // parking is for NIF calls
-    pub fn park(&mut self, access: Access, wake: Wake) {
-        if access == Access::Exclusive {
-            self.writers_waiting += 1;
-            self.writers_parked += 1;
+    /// A turn for the call of process `key` (which may have called before,
+    /// been queued and woken): the turn given to it, else its place in the
+    /// queue, else its turn now if it is admitted, else a new place at the
+    /// end of the queue, with the wake-up `wake` makes.
+    ///
+    /// Turns given to processes that did not come for them within
+    /// [`LEASE`] are passed on first; their wake-ups are left in `freed`.
+    pub fn enter(
+        &mut self,
+        access: Access,
+        key: impl Fn() -> u64,
+        ticket: impl FnOnce() -> Ticket,
+        wake: impl FnOnce(Ticket) -> Wake,
+        freed: &mut Freed,
+    ) -> Entered {
+        let mut known = None;
+        if !self.given.is_empty() || !self.queue.is_empty() {
+            let key = *known.insert(key());
+            self.take_back_stale(freed);
+            if let Some(at) = self.given_to(key) {
+                let given = self.given.swap_remove(at);
+                if given.access == access {
+                    return Entered::Now;
+                }
+                // Not the call the turn was given for (a new process under a
+                // dead one's identity): the turn is passed on.
+                self.release_into(given.access, freed);
+            }
+            if let Some(waiting) = self.queue.iter().find(|w| w.is_process(key)) {
+                return Entered::Queued(waiting.ticket);
+            }
         }
-        self.parked.push(wake);
+        if self.admits(access) {
+            self.take(access);
+            return Entered::Now;
+        }
+        let ticket = ticket();
+        self.queue.push_back(Waiting {
+            ticket,
+            access,
+            waiter: Waiter::Process {
+                key: known.unwrap_or_else(key),
+                wake: wake(ticket),
+            },
+        });
+        Entered::Queued(ticket)
     }
 
-    /// Ends a call's turn; what is left to do if the segment is free now:
-    /// every parked call tries again (the writers among them stop counting
-    /// as waiting until they park again), blocked ones are notified.
-    pub fn release(&mut self, access: Access) -> Option<Freed> {
+    /// Takes the place of a blocked thread in the queue.
+    pub fn block(&mut self, access: Access, ticket: Ticket) {
+        self.queue.push_back(Waiting {
+            ticket,
+            access,
+            waiter: Waiter::Thread,
+        });
+    }
+
+    /// Turns a turn taken back into one given to the process `key`, which
+    /// takes it up when it calls again (within [`LEASE`]).
+    #[cfg_attr(not(feature = "nif"), allow(dead_code))] // for NIF calls
+    pub fn give_back(&mut self, access: Access, key: u64) {
+        self.given.push(Given {
+            ticket: Ticket(0),
+            access,
+            process: Some((key, Instant::now())),
+        });
+    }
+
+    /// Whether the blocked thread holding `ticket` has been given its turn
+    /// (it then has it).
+    pub fn given_to_thread(&mut self, ticket: Ticket) -> bool {
+        match self.given.iter().position(|given| given.ticket == ticket) {
+            Some(at) => {
+                self.given.swap_remove(at);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Gives up what the process `key` has of this segment: the turn given
+    /// to it, or its place in the queue.
+    pub fn abandon(&mut self, key: u64, freed: &mut Freed) {
+        if let Some(at) = self.given_to(key) {
+            let given = self.given.swap_remove(at);
+            self.release_into(given.access, freed);
+        }
+        if let Some(at) = self.queue.iter().position(|w| w.is_process(key)) {
+            self.queue.remove(at);
+            self.give_turns(freed);
+        }
+    }
+
+    /// Passes on the turns given to processes that did not come back for
+    /// them within [`LEASE`].
+    pub fn take_back_stale(&mut self, freed: &mut Freed) {
+        while let Some(at) = self
+            .given
+            .iter()
+            .position(|given| given.process.is_some_and(|(_, at)| at.elapsed() >= LEASE))
+        {
+            let given = self.given.swap_remove(at);
+            self.release_into(given.access, freed);
+        }
+    }
+
+    /// Ends a call's turn; what the calls whose turn it now is need is left
+    /// in `freed`.
+    pub fn release_into(&mut self, access: Access, freed: &mut Freed) {
         match access {
             Access::Shared => self.readers -= 1,
             Access::Exclusive => self.writer = false,
         }
-        if self.writer || self.readers > 0 {
-            return None;
+        self.give_turns(freed);
+    }
+
+    /// Gives the segment to the head of the queue, and the readers right
+    /// behind it if it is a reader, as far as it is free for them.
+    fn give_turns(&mut self, freed: &mut Freed) {
+        while let Some(head) = self.queue.front() {
+            if !self.compatible(head.access) {
+                break;
+            }
+            let Some(waiting) = self.queue.pop_front() else {
+                break;
+            };
+            self.take(waiting.access);
+            let process = match waiting.waiter {
+                Waiter::Thread => {
+                    freed.threads = true;
+                    None
+                }
+                Waiter::Process { key, wake } => {
+                    freed.wakes.push(wake);
+                    Some((key, Instant::now()))
+                }
+            };
+            self.given.push(Given {
+                ticket: waiting.ticket,
+                access: waiting.access,
+                process,
+            });
+            if waiting.access == Access::Exclusive {
+                break;
+            }
         }
-        self.writers_waiting -= self.writers_parked;
-        self.writers_parked = 0;
-        Some(Freed {
-            wakes: std::mem::take(&mut self.parked),
-            blocked: self.blocked > 0,
-        })
+    }
+
+    fn given_to(&self, key: u64) -> Option<usize> {
+        self.given
+            .iter()
+            .position(|given| given.process.is_some_and(|(k, _)| k == key))
+    }
+}
+
+impl Waiting {
+    fn is_process(&self, key: u64) -> bool {
+        matches!(self.waiter, Waiter::Process { key: k, .. } if k == key)
     }
 }
 
@@ -115,17 +280,41 @@ impl std::fmt::Debug for Turns {
         f.debug_struct("Turns")
             .field("readers", &self.readers)
             .field("writer", &self.writer)
-            .field("parked", &self.parked.len())
-            .finish_non_exhaustive()
+            .field("waiting", &self.queue.len())
+            .field("given", &self.given)
+            .finish()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
 
-    fn nowhere() -> Wake {
-        Box::new(|| ())
+    /// Enters for process `key`; its wake-up counts into `woken`.
+    fn enter(turns: &mut Turns, access: Access, key: u64, woken: &Arc<AtomicU64>) -> Entered {
+        let woken = Arc::clone(woken);
+        let mut freed = Freed::default();
+        let entered = turns.enter(
+            access,
+            || key,
+            || Ticket(key),
+            move |_| {
+                Box::new(move || {
+                    woken.fetch_add(1, Ordering::SeqCst);
+                })
+            },
+            &mut freed,
+        );
+        freed.wakes.into_iter().for_each(|wake| wake());
+        entered
+    }
+
+    fn release(turns: &mut Turns, access: Access) {
+        let mut freed = Freed::default();
+        turns.release_into(access, &mut freed);
+        freed.wakes.into_iter().for_each(|wake| wake());
     }
 
     #[test]
@@ -136,41 +325,91 @@ mod tests {
             turns.take(Access::Shared);
         }
         assert!(!turns.admits(Access::Exclusive));
-        assert!(turns.release(Access::Shared).is_none());
-        assert!(turns.release(Access::Shared).is_some());
+        release(&mut turns, Access::Shared);
+        release(&mut turns, Access::Shared);
         turns.take(Access::Exclusive);
         assert!(!turns.admits(Access::Shared) && !turns.admits(Access::Exclusive));
     }
 
     #[test]
-    fn a_waiting_writer_goes_first_and_parked_calls_are_woken_once() {
+    fn turns_go_in_arrival_order_readers_together() {
+        let woken = Arc::new(AtomicU64::new(0));
         let mut turns = Turns::default();
-        turns.take(Access::Shared);
-        turns.park(Access::Exclusive, nowhere());
-        assert!(
-            !turns.admits(Access::Shared),
-            "readers let the writer go first"
+        assert_eq!(enter(&mut turns, Access::Shared, 1, &woken), Entered::Now);
+        // A writer waits for the reader; readers after it wait for the writer,
+        // though the segment is only being read.
+        let writer = enter(&mut turns, Access::Exclusive, 2, &woken);
+        assert_eq!(writer, Entered::Queued(Ticket(2)));
+        assert_eq!(
+            enter(&mut turns, Access::Shared, 3, &woken),
+            Entered::Queued(Ticket(3))
         );
-        turns.park(Access::Shared, nowhere());
-        let freed = turns.release(Access::Shared).expect("free now");
-        assert_eq!(freed.wakes.len(), 2);
-        assert!(!freed.blocked);
-        // Woken, the calls no longer count as waiting: they try again.
-        assert!(turns.admits(Access::Shared));
-        assert!(turns.admits(Access::Exclusive));
+        assert_eq!(
+            enter(&mut turns, Access::Shared, 4, &woken),
+            Entered::Queued(Ticket(4))
+        );
+        // Calling again keeps one's place.
+        assert_eq!(enter(&mut turns, Access::Exclusive, 2, &woken), writer);
+        release(&mut turns, Access::Shared);
+        assert_eq!(woken.load(Ordering::SeqCst), 1, "only the writer");
+        assert_eq!(
+            enter(&mut turns, Access::Shared, 3, &woken),
+            Entered::Queued(Ticket(3))
+        );
+        assert_eq!(
+            enter(&mut turns, Access::Exclusive, 2, &woken),
+            Entered::Now
+        );
+        release(&mut turns, Access::Exclusive);
+        assert_eq!(woken.load(Ordering::SeqCst), 3, "both readers at once");
+        assert_eq!(enter(&mut turns, Access::Shared, 4, &woken), Entered::Now);
+        assert_eq!(enter(&mut turns, Access::Shared, 3, &woken), Entered::Now);
+        assert!(turns.queue.is_empty() && turns.given.is_empty());
     }
 
     #[test]
-    fn blocked_writers_count_as_waiting_until_admitted() {
+    fn a_turn_nobody_comes_for_is_passed_on() {
+        let woken = Arc::new(AtomicU64::new(0));
+        let mut turns = Turns::default();
+        turns.take(Access::Exclusive);
+        enter(&mut turns, Access::Exclusive, 1, &woken);
+        enter(&mut turns, Access::Exclusive, 2, &woken);
+        release(&mut turns, Access::Exclusive);
+        // Process 1 was given the turn but is gone.
+        turns.given[0].process = Some((1, Instant::now() - LEASE));
+        assert_eq!(
+            enter(&mut turns, Access::Exclusive, 2, &woken),
+            Entered::Now
+        );
+        assert_eq!(woken.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn abandoning_passes_the_turn_on() {
+        let woken = Arc::new(AtomicU64::new(0));
         let mut turns = Turns::default();
         turns.take(Access::Shared);
-        turns.block(Access::Exclusive);
+        enter(&mut turns, Access::Exclusive, 1, &woken);
+        enter(&mut turns, Access::Shared, 2, &woken);
+        let mut freed = Freed::default();
+        turns.abandon(1, &mut freed);
+        assert_eq!(freed.wakes.len(), 1, "the reader behind it goes in");
+    }
+
+    #[test]
+    fn blocked_threads_are_given_their_turn_in_order() {
+        let mut turns = Turns::default();
+        turns.take(Access::Shared);
+        turns.block(Access::Exclusive, Ticket(1));
+        turns.block(Access::Shared, Ticket(2));
         assert!(!turns.admits(Access::Shared));
-        let freed = turns.release(Access::Shared).expect("free now");
-        assert!(freed.blocked);
-        assert!(turns.admits(Access::Exclusive));
-        turns.unblock(Access::Exclusive);
-        turns.take(Access::Exclusive);
-        assert!(!turns.admits(Access::Shared));
+        let mut freed = Freed::default();
+        turns.release_into(Access::Shared, &mut freed);
+        assert!(freed.threads);
+        assert!(!turns.given_to_thread(Ticket(2)));
+        assert!(turns.given_to_thread(Ticket(1)));
+        turns.release_into(Access::Exclusive, &mut freed);
+        assert!(turns.given_to_thread(Ticket(2)));
+        assert!(freed.wakes.is_empty());
     }
 }

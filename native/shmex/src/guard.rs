@@ -30,7 +30,7 @@ pub struct Guard {
 
 impl Guard {
     /// Guards `segment`, just made or opened under `name`.
-    pub(crate) fn new(name: ShmName, segment: &Segment<'_>) -> Guard {
+    pub(crate) fn new(name: ShmName, segment: &Segment) -> Guard {
         let entry = registry::entry(&name);
         entry.count_guard(true);
         entry.keep(segment.to_keep());

@@ -23,9 +23,13 @@ pub(crate) fn read_exact(fd: BorrowedFd, buffer: &mut [u8], offset: u64) -> Resu
     let mut done = 0;
     while done < buffer.len() {
         let at = sys::off_t(offset + done as u64, Syscall::Mmap)?;
-        match uio::pread(fd, &mut buffer[done..], at).during(Syscall::Mmap)? {
-            0 => return Err(Error::InvalidPayload),
-            read => done += read,
+        match uio::pread(fd, &mut buffer[done..], at) {
+            // A signal came first, as the mapping's loops retry it too.
+            Err(Errno::EINTR) => {}
+            read => match read.during(Syscall::Mmap)? {
+                0 => return Err(Error::InvalidPayload),
+                read => done += read,
+            },
         }
     }
     Ok(())
@@ -36,9 +40,12 @@ pub(crate) fn write_all(fd: BorrowedFd, data: &[u8], offset: u64) -> Result<()> 
     let mut done = 0;
     while done < data.len() {
         let at = sys::off_t(offset + done as u64, Syscall::Ftruncate)?;
-        match uio::pwrite(fd, &data[done..], at).during(Syscall::Ftruncate)? {
-            0 => return Err(Error::Os(Errno::EIO, Syscall::Ftruncate)),
-            written => done += written,
+        match uio::pwrite(fd, &data[done..], at) {
+            Err(Errno::EINTR) => {}
+            written => match written.during(Syscall::Ftruncate)? {
+                0 => return Err(Error::Os(Errno::EIO, Syscall::Ftruncate)),
+                written => done += written,
+            },
         }
     }
     Ok(())

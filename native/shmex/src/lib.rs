@@ -2,6 +2,8 @@
 //! Rust side of `%Shmex{}` terms: what the `Shmex.Native` NIF is made of, and
 //! what other Rustler NIFs use to work on `%Shmex{}` structs.
 //!
+//! - [`Handle`]: a `%Shmex{}` NIF argument that carries its guard and claim
+//!   and encodes back as the struct, updated.
 //! - [`ShmexTerm`]: a `%Shmex{}` term, decoded; [`guarded_struct`] makes one.
 //! - [`Shm`]: a decoded struct and the operations of `Shmex.Native`: copies
 //!   in and out, and [`Shm::data`] and [`Shm::data_mut`] to work on the data
@@ -25,14 +27,13 @@
 //!
 //! ```no_run
 //! use rustler::{Env, NifResult, Term};
-//! use shmex::{Claim, Shm, ShmexTerm};
+//! use shmex::{Claim, Handle, Shm};
 //!
 //! /// Sums the bytes of a `%Shmex{}` struct's data, without copying them.
 //! #[rustler::nif(schedule = "DirtyCpu")]
-//! fn checksum(shm: Term) -> NifResult<u64> {
-//!     let shm = ShmexTerm::decode(shm, "shm")?;
+//! fn checksum(shm: Handle) -> NifResult<u64> {
 //!     // SAFETY: callers hand this NIF segments nothing else writes to.
-//!     let sum = unsafe { shm.shm("shm")?.data(|data| data.iter().map(|&b| u64::from(b)).sum()) };
+//!     let sum = unsafe { shm.data(|data| data.iter().map(|&b| u64::from(b)).sum()) };
 //!     Ok(sum?)
 //! }
 //!
@@ -107,4 +108,4 @@ pub use guard::Guard;
 pub use name::ShmName;
 pub use shm::{Claim, Shm};
 #[cfg(feature = "nif")]
-pub use term::{guarded_struct, ArgumentError, ShmexTerm};
+pub use term::{guarded_struct, ArgumentError, Handle, ShmexTerm};

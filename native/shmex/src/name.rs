@@ -79,14 +79,23 @@ impl ShmName {
         if name.len() > PATH_MAX {
             return Some(ShmName(Repr::Refused(Errno::ENAMETOOLONG)));
         }
-        if name.contains(&0) {
+        // One pass over the bytes: a NUL anywhere, and slashes after the
+        // leading ones.
+        let leading = name.iter().take_while(|&&byte| byte == b'/').count();
+        let canonical = &name[leading..];
+        // Without an early exit the loop is a few vector instructions.
+        let (nul, inner_slash) = canonical
+            .iter()
+            .fold((false, false), |(nul, slash), &byte| {
+                (nul | (byte == 0), slash | (byte == b'/'))
+            });
+        if nul {
             return None;
         }
-        let canonical = &name[name.iter().take_while(|&&byte| byte == b'/').count()..];
         let refusal = match canonical {
             [] | b"." | b".." => Some(Errno::EINVAL),
             _ if canonical.len() > NAME_MAX => Some(Errno::ENAMETOOLONG),
-            _ if canonical.contains(&b'/') => Some(Errno::EINVAL),
+            _ if inner_slash => Some(Errno::EINVAL),
             _ => None,
         };
         if let Some(errno) = refusal {

@@ -14,19 +14,21 @@
 //! Owns the table of entries and what each keeps; knows nothing of claims or
 //! guards.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, PoisonError, Weak};
 
 use crate::background;
 use crate::budget::Slot;
 use crate::cost;
 use crate::error::Result;
-use crate::exclusion::{Access, Freed, Parked, Turns, Wake};
+use crate::exclusion::{Access, Entered, Freed, Ticket, Turns, Wake, LEASE};
 use crate::mapping::Mapping;
 use crate::name::ShmName;
-use crate::segment::{MappingKeeper, Open, Segment};
+use crate::segment::{Open, Segment};
 
 /// After this many calls a kept segment is mapped: setting up a mapping
 /// costs ~10 us and touching a page through it the first time ~1.4 us, where
@@ -35,6 +37,12 @@ use crate::segment::{MappingKeeper, Open, Segment};
 const MAP_AFTER: u32 = 2;
 
 const SHARDS: usize = 16;
+
+/// Tickets of waiting calls, unique in this copy of the crate.
+fn next_ticket() -> Ticket {
+    static TICKETS: AtomicU64 = AtomicU64::new(1);
+    Ticket(TICKETS.fetch_add(1, Ordering::Relaxed))
+}
 
 /// The entries of the segments in use, by name.
 struct Table {
@@ -73,13 +81,29 @@ struct Kept {
     _slot: Slot,
 }
 
-/// A call's turn on a segment, ended when dropped; it knows what was kept
-/// open of the segment when the turn began.
+/// What was kept open of a segment when a turn began: the open segment, its
+/// mapping, whether it is busy enough to copy through the mapping.
+type Snapshot = Option<(Arc<Open>, Option<Arc<Mapping>>, bool)>;
+
+/// A call's turn on a segment, ended when dropped (unless kept as a
+/// [`Turn`]); it knows what was kept open of the segment when it began.
 #[derive(Debug)]
 pub(crate) struct Held<'e> {
     entry: &'e Entry,
+    /// `None` once the turn is kept past the call.
+    access: Option<Access>,
+    /// The process the turn is handed back to when dropped, instead of
+    /// ending: the call goes on elsewhere and takes it up again.
+    hand_to: Cell<Option<u64>>,
+    kept: Snapshot,
+}
+
+/// A turn kept past the call that took it, by work that goes on in steps
+/// (a NIF that reschedules itself); ended when dropped.
+#[derive(Debug)]
+pub(crate) struct Turn {
+    entry: Arc<Entry>,
     access: Access,
-    kept: Option<(Arc<Open>, Option<Arc<Mapping>>, bool)>,
 }
 
 /// The entry of the segment `name`, made if there is none.
@@ -109,41 +133,74 @@ impl Table {
 }
 
 impl Entry {
-    /// Takes a turn for `access`, waiting here as long as it takes.
+    /// Takes a turn for `access`, waiting here as long as it takes: after
+    /// the calls that were waiting before this one.
     pub fn lock(&self, access: Access) -> Held<'_> {
         let mut state = self.state();
-        if !state.turns.admits(access) {
-            state.turns.block(access);
-            while !state.turns.admits(access) {
-                state = self
-                    .released
-                    .wait(state)
-                    .unwrap_or_else(PoisonError::into_inner);
+        if state.turns.admits(access) {
+            state.turns.take(access);
+            return self.begin(state, access);
+        }
+        let ticket = next_ticket();
+        state.turns.block(access, ticket);
+        while !state.turns.given_to_thread(ticket) {
+            state = self
+                .released
+                .wait_timeout(state, LEASE)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+            let mut freed = Freed::default();
+            state.turns.take_back_stale(&mut freed);
+            if freed.threads || !freed.wakes.is_empty() {
+                drop(state);
+                self.pass_on(freed);
+                state = self.state();
             }
-            state.turns.unblock(access);
         }
         self.begin(state, access)
     }
 
-    /// Takes a turn for `access` if the segment is free; else leaves the
-    /// wake-up that `wake` makes, to run (on the background thread) once it
-    /// is, and gives up.
+    /// Takes a turn for `access` for the process `key`: the turn given to
+    /// it since it parked, or a turn now if the segment is free and nobody
+    /// waits. Else the call keeps (or takes) its place in the queue, with the
+    /// wake-up that `wake` makes, to run (on the background thread) once its
+    /// turn is given; its ticket.
     #[cfg_attr(not(feature = "nif"), allow(dead_code))] // parking is for NIF calls
     pub fn lock_or_park(
         &self,
         access: Access,
-        wake: impl FnOnce() -> Wake,
-    ) -> std::result::Result<Held<'_>, Parked> {
+        key: impl Fn() -> u64,
+        wake: impl FnOnce(Ticket) -> Wake,
+    ) -> std::result::Result<Held<'_>, Ticket> {
         let mut state = self.state();
-        if !state.turns.admits(access) {
-            state.turns.park(access, wake());
-            return Err(Parked);
+        let mut freed = Freed::default();
+        match state
+            .turns
+            .enter(access, key, next_ticket, wake, &mut freed)
+        {
+            Entered::Now => {
+                let held = self.begin(state, access);
+                self.pass_on(freed);
+                Ok(held)
+            }
+            Entered::Queued(ticket) => {
+                drop(state);
+                self.pass_on(freed);
+                Err(ticket)
+            }
         }
-        Ok(self.begin(state, access))
+    }
+
+    /// Gives up the turn given to the process `key`, or its place in the
+    /// queue: a call that waits for another segment first.
+    #[cfg_attr(not(feature = "nif"), allow(dead_code))] // parking is for NIF calls
+    pub fn abandon(&self, key: u64) {
+        let mut freed = Freed::default();
+        self.state().turns.abandon(key, &mut freed);
+        self.pass_on(freed);
     }
 
     fn begin<'e>(&'e self, mut state: MutexGuard<'_, State>, access: Access) -> Held<'e> {
-        state.turns.take(access);
         let kept = state.kept.as_mut().map(|kept| {
             kept.calls = kept.calls.saturating_add(1);
             let busy = kept.calls > MAP_AFTER;
@@ -151,7 +208,8 @@ impl Entry {
         });
         Held {
             entry: self,
-            access,
+            access: Some(access),
+            hand_to: Cell::new(None),
             kept,
         }
     }
@@ -197,6 +255,25 @@ impl Entry {
         self.state().kept.is_some()
     }
 
+    /// The segment the name leads to, for a call that began with `kept`: the
+    /// one kept open if the name still leads to it, else opened now (and
+    /// kept, if a guard holds the entry and the budget allows).
+    fn segment(&self, kept: &Snapshot) -> Result<InUse<'_>> {
+        let in_use = |segment| InUse {
+            entry: self,
+            segment,
+        };
+        if let Some((open, mapping, busy)) = kept {
+            match Segment::begin(Arc::clone(open), mapping.clone(), *busy)? {
+                Some(segment) => return Ok(in_use(segment)),
+                None => self.forget(open),
+            }
+        }
+        let segment = Segment::open(&self.name)?;
+        self.keep(segment.to_keep());
+        Ok(in_use(segment))
+    }
+
     /// Drops the kept segment if it is `open`: its name leads elsewhere.
     fn forget(&self, open: &Arc<Open>) {
         let mut state = self.state();
@@ -208,42 +285,25 @@ impl Entry {
     }
 
     fn end(&self, access: Access) {
-        let freed = self.state().turns.release(access);
-        if let Some(Freed { wakes, blocked }) = freed {
-            if blocked {
-                self.released.notify_all();
-            }
-            if !wakes.is_empty() {
-                background::run_or_here(Box::new(move || {
-                    wakes.into_iter().for_each(|wake| wake())
-                }));
-            }
+        let mut freed = Freed::default();
+        self.state().turns.release_into(access, &mut freed);
+        self.pass_on(freed);
+    }
+
+    /// Tells the calls given their turn: notifies blocked threads, runs the
+    /// wake-ups of parked calls (each sends its message as it can).
+    fn pass_on(&self, freed: Freed) {
+        if freed.threads {
+            self.released.notify_all();
+        }
+        if !freed.wakes.is_empty() {
+            freed.wakes.into_iter().for_each(|wake| wake());
         }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
         // Counters and a cache: a panic cannot leave them inconsistent.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-impl MappingKeeper for Entry {
-    fn keep_mapping(&self, open: &Arc<Open>, mapping: &Arc<Mapping>) {
-        if let Some(kept) = self.state().kept_as(open) {
-            kept.mapping = Some(Arc::clone(mapping));
-        }
-    }
-
-    fn forget_mapping(&self, open: &Arc<Open>, mapping: &Arc<Mapping>) {
-        if let Some(kept) = self.state().kept_as(open) {
-            if kept
-                .mapping
-                .as_ref()
-                .is_some_and(|kept| Arc::ptr_eq(kept, mapping))
-            {
-                kept.mapping = None;
-            }
-        }
     }
 }
 
@@ -257,24 +317,93 @@ impl State {
     }
 }
 
+/// A segment for the length of a call; what the call mapped anew, or found
+/// to have lost pages, is kept in its entry when it is done (dropped).
+#[derive(Debug)]
+pub(crate) struct InUse<'e> {
+    entry: &'e Entry,
+    segment: Segment,
+}
+
+impl Deref for InUse<'_> {
+    type Target = Segment;
+
+    fn deref(&self) -> &Segment {
+        &self.segment
+    }
+}
+
+impl DerefMut for InUse<'_> {
+    fn deref_mut(&mut self) -> &mut Segment {
+        &mut self.segment
+    }
+}
+
+impl Drop for InUse<'_> {
+    fn drop(&mut self) {
+        let Some(mapping) = self.segment.new_mapping() else {
+            return;
+        };
+        let replaced = match self.entry.state().kept_as(self.segment.to_keep()) {
+            Some(kept) => std::mem::replace(&mut kept.mapping, mapping),
+            None => None,
+        };
+        // The mapping replaced goes with the last call using it; unmapping
+        // is not done under the entry's mutex.
+        drop(replaced);
+    }
+}
+
 impl<'e> Held<'e> {
     /// The segment the name leads to, for this call: the one kept open if
     /// the name still leads to it, else opened now (and kept, if a guard
     /// holds the entry and the budget allows).
-    pub fn segment(&self) -> Result<Segment<'e>> {
-        if let Some((open, mapping, busy)) = &self.kept {
-            match Segment::begin(Arc::clone(open), mapping.clone(), *busy, self.entry)? {
-                Some(segment) => return Ok(segment),
-                None => self.entry.forget(open),
-            }
+    pub fn segment(&self) -> Result<InUse<'e>> {
+        self.entry.segment(&self.kept)
+    }
+
+    /// Hands the turn back to the process `key` when dropped: the call
+    /// takes it up again elsewhere (as a parked call would).
+    #[cfg_attr(not(feature = "nif"), allow(dead_code))] // for NIF calls
+    pub fn hand_back_to(&self, key: u64) {
+        self.hand_to.set(Some(key));
+    }
+
+    /// Keeps the turn past this call; `entry` is this turn's entry.
+    #[cfg_attr(not(feature = "nif"), allow(dead_code))] // steps are for NIF calls
+    pub fn keep(mut self, entry: &Arc<Entry>) -> Turn {
+        debug_assert!(std::ptr::eq(Arc::as_ptr(entry), self.entry));
+        let access = self.access.take().unwrap_or(Access::Exclusive);
+        Turn {
+            entry: Arc::clone(entry),
+            access,
         }
-        let segment = Segment::open(&self.entry.name)?;
-        self.entry.keep(segment.to_keep());
-        Ok(segment)
     }
 }
 
 impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        match (self.access, self.hand_to.get()) {
+            (Some(access), Some(key)) => self.entry.state().turns.give_back(access, key),
+            (Some(access), None) => self.entry.end(access),
+            (None, _) => {}
+        }
+    }
+}
+
+#[cfg_attr(not(feature = "nif"), allow(dead_code))] // steps are for NIF calls
+impl Turn {
+    /// The segment the name leads to now, as [`Held::segment`].
+    pub fn segment(&self) -> Result<InUse<'_>> {
+        let kept = self.entry.state().kept.as_ref().map(|kept| {
+            let busy = kept.calls > MAP_AFTER;
+            (Arc::clone(&kept.open), kept.mapping.clone(), busy)
+        });
+        self.entry.segment(&kept)
+    }
+}
+
+impl Drop for Turn {
     fn drop(&mut self) {
         self.entry.end(self.access);
     }
@@ -350,6 +479,30 @@ mod tests {
     }
 
     #[test]
+    fn a_mapping_made_by_a_call_is_kept_for_the_next() {
+        let scratch = Scratch::new(4096);
+        let held = entry(&scratch.name);
+        held.count_guard(true);
+        let mapped = || {
+            held.state()
+                .kept
+                .as_ref()
+                .is_some_and(|k| k.mapping.is_some())
+        };
+        for _ in 0..=MAP_AFTER + 1 {
+            let turn = held.lock(Access::Exclusive);
+            turn.segment().unwrap().write(0, &[1; 4096]).unwrap();
+        }
+        assert!(mapped(), "busy enough to be mapped, and the mapping kept");
+        // A call that finds the segment replaced under its name forgets it.
+        crate::sys::unlink(&scratch.name);
+        drop(Segment::create(&scratch.name, 8).unwrap());
+        held.lock(Access::Shared).segment().unwrap();
+        assert!(!mapped());
+        held.count_guard(false);
+    }
+
+    #[test]
     fn without_a_guard_nothing_is_kept() {
         let scratch = Scratch::new(3);
         let unguarded = entry(&scratch.name);
@@ -363,16 +516,21 @@ mod tests {
         let shared = entry(&scratch.name);
         let (sender, woken) = std::sync::mpsc::channel();
         let writer = shared.lock(Access::Exclusive);
-        let parked = shared.lock_or_park(Access::Shared, || {
-            Box::new(move || sender.send(()).unwrap())
-        });
-        assert_eq!(parked.unwrap_err(), Parked);
+        let parked = shared.lock_or_park(
+            Access::Shared,
+            || 7,
+            |_| Box::new(move || sender.send(()).unwrap()),
+        );
+        let ticket = parked.unwrap_err();
+        // Another process comes later: it queues behind.
+        let later = shared.lock_or_park(Access::Shared, || 8, |_| Box::new(|| ()));
+        assert_ne!(later.unwrap_err(), ticket);
         drop(writer);
         woken
             .recv_timeout(std::time::Duration::from_secs(5))
             .unwrap();
         assert!(shared
-            .lock_or_park(Access::Shared, || Box::new(|| ()))
+            .lock_or_park(Access::Shared, || 7, |_| Box::new(|| ()))
             .is_ok());
     }
 

@@ -13,7 +13,7 @@
 //! it, and a mapping that lost pages is dropped. A shrink during a copy is
 //! the mapping's to survive.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,25 +44,18 @@ pub(crate) struct Open {
     allocated: AtomicU64,
 }
 
-/// What keeps a segment's mapping between calls (its entry in the
-/// registry): told when a call maps the segment anew, and when a call finds
-/// that the mapping lost pages.
-pub(crate) trait MappingKeeper: std::fmt::Debug {
-    /// Keeps `mapping` of `open` for later calls.
-    fn keep_mapping(&self, open: &Arc<Open>, mapping: &Arc<Mapping>);
-    /// Forgets `mapping` of `open`, if kept: it lost pages.
-    fn forget_mapping(&self, open: &Arc<Open>, mapping: &Arc<Mapping>);
-}
-
-/// An open segment for the length of one call, on behalf of what keeps it
-/// open between calls (if anything does).
+/// An open segment for the length of one call. What keeps it open between
+/// calls (its entry in the registry) asks it at the end of the call what
+/// it mapped or lost ([`Segment::new_mapping`]).
 #[derive(Debug)]
-pub(crate) struct Segment<'e> {
+pub(crate) struct Segment {
     open: Arc<Open>,
     /// The mapping to copy through, when the segment is busy enough.
     mapping: RefCell<Option<Arc<Mapping>>>,
+    /// Whether `mapping` changed during the call: made anew, or dropped
+    /// because it lost pages.
+    remapped: Cell<bool>,
     busy: bool,
-    keeper: Option<&'e dyn MappingKeeper>,
     len: u64,
     /// Every page up to `len` is in memory (as of this call's start).
     no_holes: bool,
@@ -95,10 +88,10 @@ impl Open {
     }
 }
 
-impl Segment<'_> {
+impl Segment {
     /// Creates the segment `name`, `len` zero bytes long; `EEXIST` if it
     /// exists. A segment that cannot be sized is unlinked again.
-    pub fn create(name: &ShmName, len: u64) -> Result<Segment<'static>> {
+    pub fn create(name: &ShmName, len: u64) -> Result<Segment> {
         let fd = sys::create(name)?;
         let sized = sys::resize(fd.as_fd(), len).and_then(|()| sys::status_of(fd.as_fd()));
         match sized {
@@ -111,7 +104,7 @@ impl Segment<'_> {
     }
 
     /// Creates a segment of `len` zero bytes under a fresh generated name.
-    pub fn create_unique(len: u64) -> Result<(ShmName, Segment<'static>)> {
+    pub fn create_unique(len: u64) -> Result<(ShmName, Segment)> {
         // A generated segment is only safe from leaking once this process's
         // session exists: a sweep finds it by its tag then.
         crate::leftovers::start();
@@ -126,47 +119,38 @@ impl Segment<'_> {
     }
 
     /// Opens the existing segment `name`.
-    pub fn open(name: &ShmName) -> Result<Segment<'static>> {
+    pub fn open(name: &ShmName) -> Result<Segment> {
         let fd = sys::open(name)?;
         let status = sys::status_of(fd.as_fd())?;
         Ok(Segment::fresh(fd, status))
     }
 
-    /// Starts a call on a segment that `keeper` keeps `open`, with its
-    /// `mapping`: reads its size. `None` when its name no longer leads to it
-    /// (unlinked, perhaps replaced): it is not the segment the name means
-    /// any more.
-    pub fn begin<'e>(
+    /// Starts a call on a segment kept `open`, with its `mapping`: reads its
+    /// size. `None` when its name no longer leads to it (unlinked, perhaps
+    /// replaced): it is not the segment the name means any more.
+    pub fn begin(
         open: Arc<Open>,
         mapping: Option<Arc<Mapping>>,
         busy: bool,
-        keeper: &'e dyn MappingKeeper,
-    ) -> Result<Option<Segment<'e>>> {
+    ) -> Result<Option<Segment>> {
         let status = sys::status_of(open.fd.as_fd())?;
         if !status.linked {
             return Ok(None);
         }
-        Ok(Some(Segment::with_status(
-            open,
-            mapping,
-            busy,
-            Some(keeper),
-            status,
-        )))
+        Ok(Some(Segment::with_status(open, mapping, busy, status)))
     }
 
-    fn fresh(fd: OwnedFd, status: Status) -> Segment<'static> {
+    fn fresh(fd: OwnedFd, status: Status) -> Segment {
         let open = Arc::new(Open::new(fd, status.identity));
-        Segment::with_status(open, None, false, None, status)
+        Segment::with_status(open, None, false, status)
     }
 
-    fn with_status<'e>(
+    fn with_status(
         open: Arc<Open>,
         mapping: Option<Arc<Mapping>>,
         busy: bool,
-        keeper: Option<&'e dyn MappingKeeper>,
         status: Status,
-    ) -> Segment<'e> {
+    ) -> Segment {
         if open.allocated() != status.allocated {
             open.allocated.store(status.allocated, Ordering::Relaxed);
         }
@@ -179,8 +163,8 @@ impl Segment<'_> {
             no_holes: status.has_no_holes(),
             len: status.len,
             mapping: RefCell::new(mapping),
+            remapped: Cell::new(false),
             busy,
-            keeper,
             open,
         }
     }
@@ -193,6 +177,12 @@ impl Segment<'_> {
     /// Which file this is.
     pub fn identity(&self) -> Identity {
         self.open.identity
+    }
+
+    /// The mapping to keep for later calls, if it changed during this one
+    /// (`Some(None)`: the kept one lost pages and is to be forgotten).
+    pub fn new_mapping(&self) -> Option<Option<Arc<Mapping>>> {
+        self.remapped.get().then(|| self.mapping.borrow().clone())
     }
 
     /// What to keep of the segment for later calls.
@@ -307,7 +297,7 @@ impl Segment<'_> {
     }
 
     /// Copies `len` bytes at `from` to `to` in `target`, another segment.
-    pub fn copy_to(&self, from: u64, target: &Segment<'_>, to: u64, len: u64) -> Result<()> {
+    pub fn copy_to(&self, from: u64, target: &Segment, to: u64, len: u64) -> Result<()> {
         let source_end = self.check(from, len)?;
         let target_end = target.check(to, len)?;
         if len == 0 {
@@ -436,7 +426,7 @@ impl Segment<'_> {
     }
 
     /// The kept mapping if it covers `[0, end)`, else a new one of the whole
-    /// segment, kept instead (by the keeper too, for later calls).
+    /// segment, kept instead (and reported by [`Segment::new_mapping`]).
     fn mapping_for(&self, end: u64) -> Result<Arc<Mapping>> {
         if let Some(map) = self.cached_mapping(end) {
             return Ok(map);
@@ -446,9 +436,7 @@ impl Segment<'_> {
             .and_then(NonZeroUsize::new)
             .ok_or(Error::Os(Errno::ENOMEM, Syscall::Mmap))?;
         let map = Arc::new(Mapping::new(self.fd(), len)?);
-        if let Some(keeper) = self.keeper {
-            keeper.keep_mapping(&self.open, &map);
-        }
+        self.remapped.set(true);
         *self.mapping.borrow_mut() = Some(Arc::clone(&map));
         Ok(map)
     }
@@ -465,9 +453,13 @@ impl Segment<'_> {
     /// shrank under it, or a hole could not be filled on a full filesystem.
     /// The faulted mapping is forgotten.
     fn lost<T>(&self, end: u64) -> Result<T> {
-        let faulted = self.mapping.borrow_mut().take_if(|map| map.faulted());
-        if let (Some(map), Some(keeper)) = (faulted, self.keeper) {
-            keeper.forget_mapping(&self.open, &map);
+        if self
+            .mapping
+            .borrow_mut()
+            .take_if(|map| map.faulted())
+            .is_some()
+        {
+            self.remapped.set(true);
         }
         let shrunk = sys::status_of(self.fd()).map_or(true, |status| status.len < end);
         if !shrunk && sys::is_full(self.fd()) {

@@ -12,6 +12,7 @@
 
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 
@@ -20,10 +21,10 @@ use crate::error::{Error, Result, Syscall};
 use crate::exclusion::Access;
 use crate::guard::Guard;
 use crate::name::ShmName;
-use crate::registry::{self, Entry};
+use crate::registry::{self, Entry, Turn};
 use crate::schedule::{Blocking, Scheduling};
 use crate::segment::Segment;
-use crate::sys;
+use crate::sys::{self, Identity};
 
 /// What a struct says about its segment: `size` bytes of data at the start of
 /// a segment of `capacity` bytes.
@@ -151,18 +152,31 @@ impl<'a> Shm<'a> {
 
     /// The first `len` bytes of data.
     pub fn read(&self, len: u64) -> Result<Vec<u8>> {
-        self.read_with(&Blocking, len, |len| {
+        let read = self.read_with(&Blocking, len, |len| {
             let mut buffer = Vec::new();
             buffer.try_reserve_exact(len).ok()?;
             buffer.resize(len, 0);
             Some(buffer)
-        })
+        })?;
+        match read {
+            Progress::Done(buffer) => Ok(buffer),
+            Progress::Going(mut reading) => {
+                while !reading.step(Duration::MAX)? {}
+                Ok(reading.into_buffer())
+            }
+        }
     }
 
     /// Replaces the data with `data`, growing the segment when it is too
     /// small. Whatever the claims say, the result is right.
     pub fn write(&self, data: &[u8]) -> Result<Claim> {
-        self.write_with(&Blocking, data)
+        match self.write_with(&Blocking, data)? {
+            Progress::Done(claim) => Ok(claim),
+            Progress::Going(mut writing) => {
+                while !writing.step(data, Duration::MAX)? {}
+                Ok(writing.claim())
+            }
+        }
     }
 
     /// Moves the data past `position` into a new guarded segment; this struct
@@ -238,7 +252,7 @@ impl<'a> Shm<'a> {
         let held = scheduling.lock(&entry, Access::Exclusive)?;
         let mut segment = held.segment()?;
         self.claim.check(segment.len())?;
-        scheduling.admit(Cost::resize(segment.len(), capacity))?;
+        scheduling.admit(Cost::resize(segment.len(), capacity), &[&held])?;
         segment.resize(capacity)?;
         Ok(Claim {
             size: self.claim.size.min(capacity),
@@ -257,7 +271,7 @@ impl<'a> Shm<'a> {
         scheduling: &S,
         len: u64,
         alloc: impl FnOnce(usize) -> Option<B>,
-    ) -> std::result::Result<B, S::Refusal>
+    ) -> std::result::Result<Progress<B, Reading<B>>, S::Refusal>
     where
         B: DerefMut<Target = [u8]>,
     {
@@ -273,29 +287,65 @@ impl<'a> Shm<'a> {
             .ok()
             .filter(|_| len <= sys::total_memory())
             .ok_or_else(too_large)?;
-        scheduling.admit(Cost::copy(segment.read_route(0, len), len) + Cost::new_buffer(len))?;
+        let cost = Cost::copy(segment.read_route(0, len), len) + Cost::new_buffer(len);
+        scheduling.admit(cost, &[&held])?;
         let mut buffer = alloc(buffer_len).ok_or_else(too_large)?;
-        segment.read(0, &mut buffer)?;
-        Ok(buffer)
+        match scheduling.step().filter(|&step| !cost.within(step)) {
+            Some(step) => {
+                let mut reading = Reading {
+                    copy: Stepped::new(held.keep(&entry), &segment, len),
+                    buffer,
+                };
+                drop(segment);
+                Ok(match reading.step(step)? {
+                    true => Progress::Done(reading.into_buffer()),
+                    false => Progress::Going(reading),
+                })
+            }
+            None => {
+                segment.read(0, &mut buffer)?;
+                Ok(Progress::Done(buffer))
+            }
+        }
     }
 
     pub(crate) fn write_with<S: Scheduling>(
         &self,
         scheduling: &S,
         data: &[u8],
-    ) -> std::result::Result<Claim, S::Refusal> {
+    ) -> std::result::Result<Progress<Claim, Writing>, S::Refusal> {
         let size = data.len() as u64;
         let capacity = self.claim.capacity.max(size);
+        let claim = Claim { size, capacity };
         let entry = self.entry()?;
         let held = scheduling.lock(&entry, Access::Exclusive)?;
         let mut segment = held.segment()?;
         let (route, fresh) = segment.write_route(0, size);
-        scheduling.admit(Cost::copy(route, size) + Cost::fresh_pages(fresh))?;
+        let cost = Cost::copy(route, size) + Cost::fresh_pages(fresh);
+        scheduling.admit(cost, &[&held])?;
         if segment.len() < capacity {
             resize_reserving(&mut segment, capacity, 0, size)?;
         }
-        segment.write(0, data)?;
-        Ok(Claim { size, capacity })
+        match scheduling.step().filter(|&step| !cost.within(step)) {
+            Some(step) => {
+                // Room for all of it first: a full /dev/shm fails the write
+                // before it changes anything.
+                segment.reserve(0, size)?;
+                let mut writing = Writing {
+                    copy: Stepped::new(held.keep(&entry), &segment, size),
+                    claim,
+                };
+                drop(segment);
+                Ok(match writing.step(data, step)? {
+                    true => Progress::Done(claim),
+                    false => Progress::Going(writing),
+                })
+            }
+            None => {
+                segment.write(0, data)?;
+                Ok(Progress::Done(claim))
+            }
+        }
     }
 
     pub(crate) fn split_at_with<S: Scheduling>(
@@ -313,7 +363,7 @@ impl<'a> Shm<'a> {
         let segment = held.segment()?;
         self.claim.check(segment.len())?;
         let cost = Cost::copy(segment.read_route(position, right), right);
-        scheduling.admit(cost + Cost::fresh_pages(right))?;
+        scheduling.admit(cost + Cost::fresh_pages(right), &[&held])?;
         let (name, new) = Segment::create_unique(right)?;
         if let Err(error) = segment.copy_to(position, &new, 0, right) {
             sys::unlink(&name);
@@ -339,7 +389,7 @@ impl<'a> Shm<'a> {
             let mut segment = held.segment()?;
             self.claim.check(segment.len())?;
             source.claim.check(segment.len())?;
-            scheduling.admit(append_cost(&segment, &segment, at, len))?;
+            scheduling.admit(append_cost(&segment, &segment, at, len), &[&held])?;
             let old = segment.len();
             grow_then(&mut segment, old, size, at, |segment| {
                 segment.copy_within(0, at, len)
@@ -354,7 +404,10 @@ impl<'a> Shm<'a> {
         let from = source_held.segment()?;
         self.claim.check(target.len())?;
         source.claim.check(from.len())?;
-        scheduling.admit(append_cost(&from, &target, at, len))?;
+        scheduling.admit(
+            append_cost(&from, &target, at, len),
+            &[&target_held, &source_held],
+        )?;
         let old = target.len();
         grow_then(&mut target, old, size, at, |target| {
             from.copy_to(0, target, at, len)
@@ -378,7 +431,10 @@ impl<'a> Shm<'a> {
         self.claim.check(segment.len())?;
         let moved = if bytes > 0 { size } else { 0 };
         let (route, _) = segment.write_route(0, moved);
-        scheduling.admit(Cost::copy(route, moved) + Cost::resize(segment.len(), size))?;
+        scheduling.admit(
+            Cost::copy(route, moved) + Cost::resize(segment.len(), size),
+            &[&held],
+        )?;
         if moved > 0 {
             segment.copy_within(bytes, 0, size)?;
         }
@@ -400,6 +456,111 @@ impl<'a> Shm<'a> {
     }
 }
 
+/// An operation's result, or the copy it began, to go on with in steps.
+#[derive(Debug)]
+pub enum Progress<T, S> {
+    /// The operation is done.
+    Done(T),
+    /// The copy goes on: call its `step` until it says it is done.
+    Going(S),
+}
+
+/// Bytes copied between two looks at the clock.
+const STEP_CHUNK: usize = 1 << 20;
+
+/// A copy of `len` bytes from the start of a segment that goes on in steps,
+/// holding its turn on the segment throughout.
+#[derive(Debug)]
+struct Stepped {
+    turn: Turn,
+    identity: Identity,
+    len: usize,
+    done: usize,
+}
+
+impl Stepped {
+    fn new(turn: Turn, segment: &Segment, len: u64) -> Stepped {
+        Stepped {
+            turn,
+            identity: segment.identity(),
+            // The copy's buffer or data exists: its length is a usize.
+            len: usize::try_from(len).unwrap_or(usize::MAX),
+            done: 0,
+        }
+    }
+
+    /// Copies on, chunk by chunk with `copy(segment, start, end)`, for
+    /// about `budget`; whether the copy is done. The segment must still be
+    /// the one the copy began on, and still hold the bytes.
+    fn step(
+        &mut self,
+        budget: Duration,
+        mut copy: impl FnMut(&Segment, usize, usize) -> Result<()>,
+    ) -> Result<bool> {
+        let start = Instant::now();
+        let segment = self.turn.segment()?;
+        if segment.identity() != self.identity || segment.len() < self.len as u64 {
+            return Err(Error::InvalidPayload);
+        }
+        while self.done < self.len {
+            let end = self.len.min(self.done.saturating_add(STEP_CHUNK));
+            copy(&segment, self.done, end)?;
+            self.done = end;
+            if start.elapsed() >= budget {
+                break;
+            }
+        }
+        Ok(self.done == self.len)
+    }
+}
+
+/// A read that goes on in steps: see [`Progress`].
+#[derive(Debug)]
+pub struct Reading<B> {
+    copy: Stepped,
+    buffer: B,
+}
+
+impl<B: DerefMut<Target = [u8]>> Reading<B> {
+    /// Reads on for about `budget`; whether the read is done.
+    pub fn step(&mut self, budget: Duration) -> Result<bool> {
+        let buffer = &mut self.buffer;
+        self.copy.step(budget, |segment, start, end| {
+            segment.read(start as u64, &mut buffer[start..end])
+        })
+    }
+
+    /// The bytes read; the turn on the segment ends.
+    pub fn into_buffer(self) -> B {
+        self.buffer
+    }
+}
+
+/// A write that goes on in steps: see [`Progress`].
+#[derive(Debug)]
+pub struct Writing {
+    copy: Stepped,
+    claim: Claim,
+}
+
+impl Writing {
+    /// Writes on for about `budget`; whether the write is done. `data` is
+    /// what the write began with.
+    pub fn step(&mut self, data: &[u8], budget: Duration) -> Result<bool> {
+        if data.len() != self.copy.len {
+            return Err(Error::InvalidPayload);
+        }
+        self.copy.step(budget, |segment, start, end| {
+            segment.write(start as u64, &data[start..end])
+        })
+    }
+
+    /// The struct's claims once the write is done.
+    pub fn claim(&self) -> Claim {
+        self.claim
+    }
+}
+
 /// An entry borrowed from a guard, or taken from the table.
 enum EntryRef<'a> {
     Guard(&'a Arc<Entry>),
@@ -418,7 +579,7 @@ impl Deref for EntryRef<'_> {
 }
 
 /// What appending `len` bytes of `source` at `at` in `target` costs.
-fn append_cost(source: &Segment<'_>, target: &Segment<'_>, at: u64, len: u64) -> Cost {
+fn append_cost(source: &Segment, target: &Segment, at: u64, len: u64) -> Cost {
     let (route, fresh) = target.write_route(at, len);
     let read = Cost::copy(source.read_route(0, len), len);
     read + Cost::copy(route, len) + Cost::fresh_pages(fresh) + Cost::resize(target.len(), at + len)
@@ -428,11 +589,11 @@ fn append_cost(source: &Segment<'_>, target: &Segment<'_>, at: u64, len: u64) ->
 /// reserved, runs `fill`, and only then shrinks it if `len` is less than
 /// `old`: a failure at any step puts the size back as it was.
 fn grow_then(
-    segment: &mut Segment<'_>,
+    segment: &mut Segment,
     old: u64,
     len: u64,
     from: u64,
-    fill: impl FnOnce(&Segment<'_>) -> Result<()>,
+    fill: impl FnOnce(&Segment) -> Result<()>,
 ) -> Result<()> {
     if old < len {
         resize_reserving(segment, len, from, len)?;
@@ -453,7 +614,7 @@ fn grow_then(
 
 /// Resizes `segment` to `len` and reserves `[from, to)`, or leaves its size
 /// as it was.
-fn resize_reserving(segment: &mut Segment<'_>, len: u64, from: u64, to: u64) -> Result<()> {
+fn resize_reserving(segment: &mut Segment, len: u64, from: u64, to: u64) -> Result<()> {
     let old = segment.len();
     segment.resize(len)?;
     segment.reserve(from, to).inspect_err(|_| {

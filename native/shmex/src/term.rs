@@ -193,6 +193,115 @@ impl<'a> ShmexTerm<'a> {
     }
 }
 
+/// A `%Shmex{}` struct as a NIF argument and result: its segment (name, and
+/// guard when ours) and its claims, which the operations that change them
+/// update. Decoded, it is an allocated struct (else an `ArgumentError`
+/// naming `shm`); encoded, it is the struct it came from with its new size
+/// and capacity, every other field unchanged.
+///
+/// ```no_run
+/// use rustler::NifResult;
+/// use shmex::Handle;
+///
+/// /// Appends a byte to a struct's data; the struct, updated.
+/// #[rustler::nif(schedule = "DirtyCpu")]
+/// fn push<'a>(shm: Handle<'a>, byte: u8) -> NifResult<Handle<'a>> {
+///     let mut shm = shm;
+///     let mut data = shm.read(shm.claim().size)?;
+///     data.push(byte);
+///     shm.write(&data)?;
+///     Ok(shm)
+/// }
+/// # rustler::init!("Elixir.MyNif");
+/// ```
+pub struct Handle<'a> {
+    term: ShmexTerm<'a>,
+    claim: Claim,
+}
+
+impl<'a> rustler::Decoder<'a> for Handle<'a> {
+    fn decode(term: Term<'a>) -> rustler::NifResult<Handle<'a>> {
+        let term = ShmexTerm::decode(term, "shm")?;
+        term.shm("shm")?;
+        Ok(Handle {
+            claim: term.claim(),
+            term,
+        })
+    }
+}
+
+impl Encoder for Handle<'_> {
+    fn encode<'b>(&self, env: Env<'b>) -> Term<'b> {
+        let term = self.term.term;
+        self.term.with_claim(term.get_env(), self.claim).in_env(env)
+    }
+}
+
+impl<'a> Handle<'a> {
+    /// The struct's segment and claims, for the operations of [`Shm`].
+    pub fn shm(&self) -> Shm<'_> {
+        let name = self
+            .term
+            .name()
+            .unwrap_or_else(|| unreachable!("decoded allocated"));
+        Shm::new(name, self.term.guard(), self.claim)
+    }
+
+    /// The struct's size and capacity, as of its last operation here.
+    pub fn claim(&self) -> Claim {
+        self.claim
+    }
+
+    /// The first `len` bytes of data: [`Shm::read`].
+    pub fn read(&self, len: u64) -> Result<Vec<u8>, Error> {
+        self.shm().read(len)
+    }
+
+    /// Replaces the data with `data`: [`Shm::write`].
+    pub fn write(&mut self, data: &[u8]) -> Result<(), Error> {
+        self.claim = self.shm().write(data)?;
+        Ok(())
+    }
+
+    /// Resizes the segment: [`Shm::set_capacity`].
+    pub fn set_capacity(&mut self, capacity: u64) -> Result<(), Error> {
+        self.claim = self.shm().set_capacity(capacity)?;
+        Ok(())
+    }
+
+    /// Appends `source`'s data: [`Shm::append`].
+    pub fn append(&mut self, source: &Handle) -> Result<(), Error> {
+        self.claim = self.shm().append(&source.shm())?;
+        Ok(())
+    }
+
+    /// Drops the first `bytes` bytes and shrinks the segment: [`Shm::trim`].
+    pub fn trim(&mut self, bytes: u64) -> Result<(), Error> {
+        self.claim = self.shm().trim(bytes)?;
+        Ok(())
+    }
+
+    /// Runs `f` on the data in place: [`Shm::data`].
+    ///
+    /// # Safety
+    ///
+    /// As for [`Shm::data`].
+    pub unsafe fn data<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<R, Error> {
+        // SAFETY: forwarded to the caller.
+        unsafe { self.shm().data(f) }
+    }
+
+    /// Runs `f` on the data in place, to change it: [`Shm::data_mut`].
+    ///
+    /// # Safety
+    ///
+    /// As for [`Shm::data_mut`].
+    pub unsafe fn data_mut<R>(&self, f: impl FnOnce(&mut [u8]) -> R) -> Result<R, Error> {
+        // SAFETY: forwarded to the caller.
+        unsafe { self.shm().data_mut(f) }
+    }
+}
+
 /// A new `%Shmex{}` struct for a segment just guarded.
 pub fn guarded_struct(env: Env, guard: Guard, claim: Claim) -> Term {
     let name = binary(env, &guard.name().to_posix());

@@ -3,28 +3,34 @@
 //! Loaded by the ExUnit suite as `ShmexExample.Nif`.
 
 use rustler::{Env, NifResult, Term};
-use shmex::{guarded_struct, Claim, Shm, ShmexTerm};
+use shmex::{guarded_struct, Claim, Handle, Shm};
 
 /// The sum of the bytes of a struct's data, read in place.
 #[rustler::nif(schedule = "DirtyCpu")]
-fn checksum(shm: Term) -> NifResult<u64> {
-    let shm = ShmexTerm::decode(shm, "shm")?;
+fn checksum(shm: Handle) -> NifResult<u64> {
     // SAFETY: this NIF's callers hand it segments nothing else writes to
     // while it runs (a pipeline stage owns its buffer).
-    let sum = unsafe {
-        shm.shm("shm")?
-            .data(|data| data.iter().map(|&byte| u64::from(byte)).sum())
-    };
+    let sum = unsafe { shm.data(|data| data.iter().map(|&byte| u64::from(byte)).sum()) };
     Ok(sum?)
 }
 
 /// Reverses a struct's data in place; the struct itself is unchanged.
 #[rustler::nif(schedule = "DirtyCpu")]
-fn reverse(shm: Term) -> NifResult<rustler::Atom> {
-    let shm = ShmexTerm::decode(shm, "shm")?;
+fn reverse(shm: Handle) -> NifResult<rustler::Atom> {
     // SAFETY: as for `checksum`.
-    unsafe { shm.shm("shm")?.data_mut(|data| data.reverse()) }?;
+    unsafe { shm.data_mut(|data| data.reverse()) }?;
     Ok(rustler::types::atom::ok())
+}
+
+/// Appends a byte to a struct's data; the struct with its new size and
+/// capacity, its other fields (and extra keys) as they were.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn push(shm: Handle, byte: u8) -> NifResult<Handle> {
+    let mut shm = shm; // (a NIF's arguments cannot be `mut` patterns)
+    let mut data = shm.read(shm.claim().size)?;
+    data.push(byte);
+    shm.write(&data)?;
+    Ok(shm)
 }
 
 /// A new guarded segment holding `len` copies of `byte`.

@@ -1,37 +1,14 @@
 //! The NIF library behind `Shmex.Native`: entry points only, the work is done
 //! by the `shmex` crate (see `calls.rs`).
+//!
+//! Each operation is one NIF, declared beside its code in `calls.rs` (by
+//! `operation!`). It starts on a normal scheduler and moves itself
+//! (`enif_schedule_nif`) to a dirty CPU scheduler when its work is
+//! estimated at more than a millisecond; long copies go on there in steps.
 
 mod calls;
 
-use calls::Scheduler;
 use rustler::{Env, NifResult, Term};
-
-/// Declares the calls that copy or free data, each twice: on a normal
-/// scheduler, where it answers `:reschedule` when its work is estimated at
-/// more than a millisecond, and as its `_dirty` twin on a dirty CPU
-/// scheduler, which `Shmex.Native` calls then. Both run `calls::$name`.
-macro_rules! scheduled_nifs {
-    ($($name:ident, $dirty:ident ($($arg:ident),+);)+) => {$(
-        #[rustler::nif]
-        fn $name<'a>(env: Env<'a>, $($arg: Term<'a>),+) -> NifResult<Term<'a>> {
-            calls::$name(env, Scheduler::Normal, $($arg),+)
-        }
-
-        #[rustler::nif(schedule = "DirtyCpu")]
-        fn $dirty<'a>(env: Env<'a>, $($arg: Term<'a>),+) -> NifResult<Term<'a>> {
-            calls::$name(env, Scheduler::Dirty, $($arg),+)
-        }
-    )+};
-}
-
-scheduled_nifs! {
-    set_capacity, set_capacity_dirty(shm, capacity);
-    read, read_dirty(shm, read_size);
-    write, write_dirty(shm, data);
-    split_at, split_at_dirty(shm, position);
-    append, append_dirty(target, source);
-    trim, trim_dirty(shm, bytes);
-}
 
 #[rustler::nif]
 fn allocate<'a>(env: Env<'a>, shm: Term<'a>) -> NifResult<Term<'a>> {

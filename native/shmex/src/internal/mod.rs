@@ -113,7 +113,8 @@ pub fn map(name: &ShmName, claim: Claim) -> Result<Option<Arc<Mapping>>> {
 pub fn resize(name: &ShmName, len: u64) -> Result<()> {
     let entry = registry::entry(name);
     let held = entry.lock(Access::Exclusive);
-    held.segment()?.resize(len)
+    let resized = held.segment()?.resize(len);
+    resized
 }
 
 /// Unlinks the segment `name`; a name that leads to something else than a

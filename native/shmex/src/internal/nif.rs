@@ -1,18 +1,20 @@
 //! The NIF library's scheduling of calls (`shmex_nif`): a call never waits
 //! for a busy segment, and on a normal scheduler refuses long work.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::hash::{Hash, Hasher};
 use std::ops::DerefMut;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use rustler::{Encoder, Env, OwnedEnv};
+use rustler::{Encoder, Env, LocalPid, OwnedEnv};
 
 use crate::cost::Cost;
-use crate::exclusion::{Access, Wake};
+use crate::exclusion::{Access, Ticket, Wake};
 use crate::registry::{Entry, Held};
 use crate::schedule::Scheduling;
 use crate::{background, Claim, Error, Guard, Shm};
+
+pub use crate::shm::{Progress, Reading, Writing};
 
 mod atoms {
     rustler::atoms! { shmex_segment_free }
@@ -24,6 +26,10 @@ const NORMAL_SCHEDULER: Duration = Duration::from_millis(1);
 /// A process's time slice on a scheduler, as `enif_consume_timeslice`
 /// counts it.
 const TIME_SLICE: Duration = Duration::from_millis(1);
+
+/// How long one step of a long copy on a dirty scheduler takes: a time
+/// slice.
+pub const STEP: Duration = TIME_SLICE;
 
 /// A NIF call: on a normal scheduler it refuses work longer than about a
 /// millisecond, and tells the VM how much of its time slice the work it
@@ -58,20 +64,78 @@ impl From<Error> for Refusal {
 impl<'a> OnScheduler<'a> {
     /// A call in `env` on a normal scheduler.
     pub fn normal(env: Env<'a>) -> OnScheduler<'a> {
-        OnScheduler {
-            limit: Some(NORMAL_SCHEDULER),
-            env,
-            charged_from: Cell::new(None),
-        }
+        OnScheduler::new(env, Some(NORMAL_SCHEDULER))
     }
 
     /// A call in `env` on a dirty scheduler: no time limit.
     pub fn dirty(env: Env<'a>) -> OnScheduler<'a> {
+        OnScheduler::new(env, None)
+    }
+
+    fn new(env: Env<'a>, limit: Option<Duration>) -> OnScheduler<'a> {
+        IN_CALL.set(true);
         OnScheduler {
-            limit: None,
+            limit,
             env,
             charged_from: Cell::new(None),
         }
+    }
+}
+
+thread_local! {
+    /// Whether a NIF call runs on this thread.
+    static IN_CALL: Cell<bool> = const { Cell::new(false) };
+    /// The wake-ups due while a NIF call runs on this thread: sent with the
+    /// call's own environment when it ends, without a trip through the
+    /// background thread.
+    static OUTBOX: RefCell<Vec<(LocalPid, u64)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Tells `caller` that its turn came (ticket `ticket`): when the call ends,
+/// if a NIF call runs on this thread, else from the background thread.
+fn send_wake(caller: LocalPid, ticket: u64) {
+    if IN_CALL.get() {
+        OUTBOX.with_borrow_mut(|outbox| outbox.push((caller, ticket)));
+    } else {
+        background::run_or_here(Box::new(move || {
+            // The caller may be gone: its turn is then taken back once its
+            // lease runs out.
+            let _ = OwnedEnv::new().send_and_clear(&caller, |env| {
+                (atoms::shmex_segment_free(), ticket).encode(env)
+            });
+        }));
+    }
+}
+
+impl OnScheduler<'_> {
+    /// The calling process, as the key of its place in a segment's queue:
+    /// a local pid is an immediate term, unique among live processes.
+    fn key(&self) -> u64 {
+        let pid = self.env.pid().encode(self.env).as_c_arg();
+        let mut raw = RawTerm(0);
+        pid.hash(&mut raw);
+        raw.0
+    }
+}
+
+/// Reads a term's bits out of its `Hash`, which writes them as one
+/// `usize`: rustler keeps them private.
+struct RawTerm(u64);
+
+impl Hasher for RawTerm {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Not how a term hashes itself; kept exact all the same.
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+
+    fn write_usize(&mut self, bits: usize) {
+        self.0 = bits as u64;
     }
 }
 
@@ -83,30 +147,35 @@ impl Scheduling for OnScheduler<'_> {
         if !background::available() {
             return Ok(entry.lock(access));
         }
-        static TOKENS: AtomicU64 = AtomicU64::new(0);
         let caller = self.env.pid();
-        // The token is drawn only for a call that parks.
-        let token = Cell::new(0);
-        let wake = || -> Wake {
-            let drawn = TOKENS.fetch_add(1, Ordering::Relaxed);
-            token.set(drawn);
-            Box::new(move || {
-                // The caller may be gone: nothing to tell then.
-                let _ = OwnedEnv::new().send_and_clear(&caller, |env| {
-                    (atoms::shmex_segment_free(), drawn).encode(env)
-                });
-            })
-        };
+        let wake = move |ticket: Ticket| -> Wake { Box::new(move || send_wake(caller, ticket.0)) };
         entry
-            .lock_or_park(access, wake)
-            .map_err(|_parked| Refusal::Wait(token.get()))
+            .lock_or_park(access, || self.key(), wake)
+            .map_err(|ticket| Refusal::Wait(ticket.0))
     }
 
-    fn admit(&self, cost: Cost) -> std::result::Result<(), Refusal> {
+    fn step(&self) -> Option<Duration> {
+        // On a dirty scheduler, long copies go in steps of about a time
+        // slice, each rescheduled behind the work that queued meanwhile.
+        self.limit.is_none().then_some(STEP)
+    }
+
+    fn abandon(&self, entry: &Entry) {
+        if background::available() {
+            entry.abandon(self.key());
+        }
+    }
+
+    fn admit(&self, cost: Cost, holds: &[&Held<'_>]) -> std::result::Result<(), Refusal> {
         let Some(limit) = self.limit else {
             return Ok(());
         };
         if !cost.within(limit) {
+            // The call goes on on a dirty scheduler: its turns wait for it
+            // there, as for a parked call.
+            if background::available() {
+                holds.iter().for_each(|held| held.hand_back_to(self.key()));
+            }
             return Err(Refusal::Reschedule);
         }
         // The VM charges a NIF call next to nothing unless told: a process
@@ -121,6 +190,16 @@ impl Scheduling for OnScheduler<'_> {
 
 impl Drop for OnScheduler<'_> {
     fn drop(&mut self) {
+        IN_CALL.set(false);
+        if OUTBOX.with_borrow(|outbox| !outbox.is_empty()) {
+            for (caller, ticket) in OUTBOX.take() {
+                // The caller may be gone: its turn is then taken back once
+                // its lease runs out.
+                let _ = self
+                    .env
+                    .send(&caller, (atoms::shmex_segment_free(), ticket));
+            }
+        }
         if let Some(start) = self.charged_from.get() {
             let percent = start.elapsed().as_micros() * 100 / TIME_SLICE.as_micros();
             let percent = i32::try_from(percent.clamp(1, 100)).unwrap_or(100);
@@ -145,12 +224,16 @@ pub fn read<B: DerefMut<Target = [u8]>>(
     on: &OnScheduler<'_>,
     len: u64,
     alloc: impl FnOnce(usize) -> Option<B>,
-) -> std::result::Result<B, Refusal> {
+) -> std::result::Result<Progress<B, Reading<B>>, Refusal> {
     shm.read_with(on, len, alloc)
 }
 
 /// `Shm::write` for a NIF call.
-pub fn write(shm: &Shm, on: &OnScheduler<'_>, data: &[u8]) -> std::result::Result<Claim, Refusal> {
+pub fn write(
+    shm: &Shm,
+    on: &OnScheduler<'_>,
+    data: &[u8],
+) -> std::result::Result<Progress<Claim, Writing>, Refusal> {
     shm.write_with(on, data)
 }
 

@@ -234,11 +234,11 @@ fn pin_this_library() {
 extern "C" fn on_sigbus(signal: c_int, info: *mut libc::siginfo_t, context: *mut c_void) {
     // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
     let (address, code) = unsafe { ((*info).si_addr() as usize, (*info).si_code) };
-    // SAFETY: reading this thread's errno location is async-signal-safe.
-    let errno = unsafe { *libc::__errno_location() };
+    // Reading and writing this thread's errno is async-signal-safe; nix
+    // finds it on every platform (`__errno_location` is Linux's name).
+    let errno = nix::errno::Errno::last_raw();
     if code > 0 && absorb(address) {
-        // SAFETY: as above.
-        unsafe { *libc::__errno_location() = errno };
+        nix::errno::Errno::set_raw(errno);
         return;
     }
     forward(signal, info, context);
