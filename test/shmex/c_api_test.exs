@@ -146,6 +146,23 @@ defmodule Shmex.CApiTest do
     assert output =~ "late checksum: {:ok, 1080}", output
   end
 
+  test "C and Elixir refuse the same names, with the same reasons" do
+    names = [
+      "/a/b",
+      "/" <> String.duplicate("n", 300),
+      "/.shmex-session-x",
+      "/",
+      Segments.unique_name()
+    ]
+
+    for name <- names do
+      shm = %Shmex{name: name, size: 0, capacity: 1}
+      assert {:error, {posix, :shm_open}} = Native.read(shm)
+      assert C.checksum(shm) == {:error, {posix, :shm_open}}, name
+      assert C.guard(shm).guard == nil, name
+    end
+  end
+
   test "shmex_init gives an unallocated struct" do
     assert C.blank(10) == %Shmex{name: nil, guard: nil, size: 0, capacity: 10}
   end

@@ -10,6 +10,8 @@ use std::sync::OnceLock;
 
 use nix::errno::Errno;
 
+use crate::error::{Error, Syscall};
+
 /// The prefix of every generated name.
 pub const PREFIX: &str = "/shmex-";
 
@@ -158,6 +160,15 @@ impl ShmName {
     /// Whether the OS refuses this name.
     pub fn is_refused(&self) -> bool {
         matches!(self.0, Repr::Refused(_))
+    }
+
+    /// The error any use of this name gives, if the OS refuses it: what
+    /// `shm_open` would say.
+    pub fn refusal(&self) -> Option<Error> {
+        match self.0 {
+            Repr::Refused(errno) => Some(Error::Os(errno, Syscall::ShmOpen)),
+            _ => None,
+        }
     }
 
     fn key(&self) -> Result<&[u8], Errno> {

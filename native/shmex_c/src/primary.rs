@@ -371,9 +371,15 @@ unsafe extern "C" fn local_unlink_if(name: Bytes, device: u64, inode: u64) {
 pub mod call {
     use super::*;
 
+    /// The name as passed across; a name the OS refuses is refused here,
+    /// with the error the other side would give it.
+    fn passed(name: &ShmName) -> Result<Vec<u8>> {
+        name.refusal().map_or_else(|| Ok(name.to_posix()), Err)
+    }
+
     /// Creates the segment `name` (a fresh one for `None`), `len` bytes.
     pub fn create(name: Option<&ShmName>, len: u64, how: Creation) -> Result<(ShmName, Identity)> {
-        let posix = name.map(ShmName::to_posix);
+        let posix = name.map(passed).transpose()?;
         let bytes = posix.as_deref().map_or(
             Bytes {
                 ptr: ptr::null(),
@@ -399,7 +405,7 @@ pub mod call {
     /// A mapping of `claim.capacity` bytes of `name`: its address, and the
     /// table and handle to release it with; `None` for a capacity of 0.
     pub fn map(name: &ShmName, claim: Claim) -> Result<Option<(*mut u8, Held)>> {
-        let posix = name.to_posix();
+        let posix = passed(name)?;
         let mut out = Handed {
             address: ptr::null_mut(),
             handle: ptr::null(),
@@ -418,21 +424,21 @@ pub mod call {
 
     /// Resizes the segment `name` to `len` bytes.
     pub fn resize(name: &ShmName, len: u64) -> Result<()> {
-        let posix = name.to_posix();
+        let posix = passed(name)?;
         // SAFETY: a name of its length.
         unsafe { (api().resize)(Bytes::of(&posix), len) }.result()
     }
 
     /// Unlinks the segment `name`, if it is one.
     pub fn unlink(name: &ShmName) {
-        let posix = name.to_posix();
+        let Ok(posix) = passed(name) else { return };
         // SAFETY: a name of its length.
         unsafe { (api().unlink)(Bytes::of(&posix)) }
     }
 
     /// Guards the segment `name` for a C guard; its identity.
     pub fn guard(name: &ShmName) -> Result<Identity> {
-        let posix = name.to_posix();
+        let posix = passed(name)?;
         let (mut device, mut inode) = (0, 0);
         // SAFETY: a name of its length; two u64s.
         unsafe { (api().guard)(Bytes::of(&posix), &mut device, &mut inode) }.result()?;
@@ -441,7 +447,7 @@ pub mod call {
 
     /// Ends a C guard of `name`, the segment `identity`.
     pub fn unlink_if(name: &ShmName, identity: Identity) {
-        let posix = name.to_posix();
+        let Ok(posix) = passed(name) else { return };
         // SAFETY: a name of its length.
         unsafe { (api().unlink_if)(Bytes::of(&posix), identity[0], identity[1]) }
     }
