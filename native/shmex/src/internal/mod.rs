@@ -72,14 +72,15 @@ pub enum Creation {
 /// Creates the segment `name`, or a fresh one, `len` zero bytes long; its
 /// name and identity.
 pub fn create(name: Option<ShmName>, len: u64, how: Creation) -> Result<(ShmName, Identity)> {
-    let generated = name.is_none();
     let (name, segment) = match name {
         Some(name) => Segment::create(&name, len).map(|segment| (name, segment))?,
         None => Segment::create_unique(len)?,
     };
     let identity = segment.identity();
     match how {
-        Creation::Unguarded if generated => {
+        // A name of this process's generated form (made here, or by
+        // shmex_generate_shm_name) would be taken for a leftover.
+        Creation::Unguarded if name.is_generated_here() => {
             leftovers::record(&name, identity, Kind::Kept);
         }
         Creation::Unguarded => {}
