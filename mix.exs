@@ -64,9 +64,12 @@ defmodule Shmex.MixProject do
       },
       # Every workspace member: cargo refuses a workspace with one missing
       # (Rust is needed only with SHMEX_BUILD=1, or for a target the
-      # checksum file lists no artifact for).
-      files: ~w(lib mix native Cargo.toml Cargo.lock mix.exs bundlex.exs checksum-*.exs
-                README.md CHANGELOG.md LICENSE guides .formatter.exs)
+      # checksum file lists no artifact for). The checksum file exists once
+      # `mix shmex.precompiled` wrote it (the release workflow does).
+      files:
+        ~w(lib mix native Cargo.toml Cargo.lock mix.exs bundlex.exs README.md CHANGELOG.md) ++
+          ~w(LICENSE guides .formatter.exs) ++
+          Enum.map(Path.wildcard(Path.join(__DIR__, "checksum-*.exs")), &Path.basename/1)
     ]
   end
 

@@ -265,6 +265,13 @@ defmodule Shmex.Mix.Precompiled do
   end
 
   defp format_reason(reason) when is_binary(reason), do: reason
+
+  defp format_reason({:failed_connect, [{:to_address, {host, port}} | rest]}) do
+    why = for {_, _, why} <- rest, do: inspect(why)
+    "cannot connect to #{host}:#{port} (#{Enum.join(why, ", ")})"
+  end
+
+  defp format_reason(:enoent), do: "no such file"
   defp format_reason(reason), do: inspect(reason)
 
   defp http_get(url) do
