@@ -4,10 +4,12 @@ defmodule Mix.Tasks.Shmex.Cflags do
   Prints, and nothing else on standard output, the compiler flags for C
   code using Shmex 0.5.1's C API: the include directories of the headers
   `mix compile` installed and those of the VM (`erl_nif.h`, or `ei.h` for C
-  nodes). Compiles the project first if anything is stale, with its
-  progress on standard error, so the flags can be captured:
+  nodes). Compiles stale dependencies first (or, in Shmex's own checkout,
+  the project), with their progress on standard error, so the flags can be
+  captured. Compile the dependencies once before: Mix compiles a
+  dependency's tasks before it can run them, reporting on standard output.
 
-      $ mix compile
+      $ mix deps.compile
       $ CFLAGS=$(mix shmex.cflags)
       $ LDFLAGS=$(mix shmex.ldflags)
       $ gcc -shared -fPIC $CFLAGS my_nif.c $LDFLAGS -o priv/my_nif.so
@@ -36,7 +38,11 @@ defmodule Mix.Tasks.Shmex.Cflags do
     Process.group_leader(Process.whereis(:standard_error), self())
 
     try do
-      Mix.Task.run("compile", [])
+      # Not the dependent project itself: its code may load the NIF these
+      # flags are for, which is not built yet.
+      Mix.Task.run(
+        if(Mix.Project.config()[:app] == :shmex, do: "compile", else: "deps.loadpaths")
+      )
     after
       Process.group_leader(leader, self())
     end
