@@ -117,8 +117,10 @@ defmodule Mix.Tasks.Shmex.Precompiled do
     if checksums == %{}, do: Mix.raise("no artifact of version #{version} in #{dir}")
     Precompiled.write_checksums!(root, checksums)
 
-    Mix.shell().info(
-      "Wrote #{Precompiled.checksum_path(root)}: #{map_size(checksums)} artifact(s)"
-    )
+    Mix.shell().info("""
+    Wrote #{Precompiled.checksum_path(root)}: #{map_size(checksums)} artifact(s). \
+    While it is there, mix compile here installs what it lists instead of \
+    building from source (unless SHMEX_BUILD=1).\
+    """)
   end
 end
