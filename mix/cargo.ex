@@ -106,7 +106,7 @@ defmodule Shmex.Mix.Cargo do
         Mix.raise("""
         cargo was not found on PATH, and building #{label} from source
         needs Rust #{@min_rust} or later, from https://rustup.rs (see README.md,
-        Prerequisites).
+        "Building from source").
         """)
 
     {version, 0} = System.cmd(cargo, ["--version"])
@@ -117,7 +117,7 @@ defmodule Shmex.Mix.Cargo do
           Mix.raise("""
           Shmex needs Rust #{@min_rust} or later; #{cargo} is #{found}.
           Debian's and Ubuntu's own cargo packages are too old: install Rust
-          with rustup (https://rustup.rs, see README.md, Prerequisites) and
+          with rustup (https://rustup.rs, see README.md, "Building from source") and
           put ~/.cargo/bin first on PATH.
           """)
         end

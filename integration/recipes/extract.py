@@ -5,18 +5,17 @@ A recipe block is a fenced code block right after a marker line
 the recipe's project, `run` is a shell script run there, `dep` and
 `Dockerfile` are read by the runner as they are. In a `run` block, a trailing
 `# prints TEXT` (with `\\n` for line breaks) is output the script must print,
-in that order. An inline figure is `<!-- check: NAME -->TEXT<!-- /check -->`.
+in that order.
 
     python3 extract.py README.md OUTDIR
 
-writes OUTDIR/NAME/{files/PATH, run.sh, expected, dep, Dockerfile, figure}.
+writes OUTDIR/NAME/{files/PATH, run.sh, expected, dep, Dockerfile}.
 """
 import os
 import re
 import sys
 
 MARKER = re.compile(r"^<!-- check: (\S+) (\S+)(?: (\S+))? -->$")
-FIGURE = re.compile(r"<!-- check: (\S+) -->(.*?)<!-- /check -->", re.S)
 PRINTS = re.compile(r"#\s*prints\s+(.*)$")
 
 
@@ -56,13 +55,7 @@ def main(readme, out):
         else:
             open(os.path.join(base, kind), "w", encoding="utf-8").write(body)
         count += 1
-    for name, figure in FIGURE.findall(text):
-        os.makedirs(os.path.join(out, name), exist_ok=True)
-        open(os.path.join(out, name, "figure"), "w", encoding="utf-8").write(
-            " ".join(figure.split())
-        )
-        count += 1
-    print(f"{count} checked blocks and figures in {readme}")
+    print(f"{count} checked blocks in {readme}")
 
 
 if __name__ == "__main__":
