@@ -10,6 +10,12 @@ defmodule Shmex.Mix.Precompiled do
 
   @checksum_file "checksum-shmex.exs"
 
+  @how_else """
+  Set SHMEX_PRECOMPILED_URL to where the artifact can be downloaded,
+  or build from source with SHMEX_BUILD=1 (needs Rust 1.91 or later:
+  README.md, "Building from source").\
+  """
+
   # The NIF version the library is built for (rustler's `nif_version_2_16`
   # in Cargo.toml): it loads on that version and every later 2.x.
   @nif_version "2.16"
@@ -191,10 +197,10 @@ defmodule Shmex.Mix.Precompiled do
 
       unless found == sum do
         Mix.raise("""
-        the precompiled Shmex #{name} from #{url} does not match its checksum:
-        #{@checksum_file} says #{sum}, the download is #{found}. Nothing was
-        installed. Check SHMEX_PRECOMPILED_URL, or build from source with
-        SHMEX_BUILD=1 (needs Rust 1.91 or later, see README.md).
+        the precompiled Shmex #{name} from #{url} does not match its checksum.
+          #{@checksum_file} says: #{sum}
+          the download is:     #{found}
+        Nothing was installed. #{@how_else}
         """)
       end
 
@@ -257,9 +263,8 @@ defmodule Shmex.Mix.Precompiled do
       {:error, reason} ->
         Mix.raise("""
         could not download the precompiled Shmex #{name} from #{url}:
-        #{format_reason(reason)}. Nothing was installed. Set
-        SHMEX_PRECOMPILED_URL to where the artifact can be downloaded, or build
-        from source with SHMEX_BUILD=1 (needs Rust 1.91 or later, see README.md).
+          #{format_reason(reason)}
+        Nothing was installed. #{@how_else}
         """)
     end
   end

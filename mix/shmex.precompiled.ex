@@ -58,8 +58,14 @@ defmodule Mix.Tasks.Shmex.Precompiled do
 
     cargo =
       case glibc do
-        nil -> [target: target]
-        glibc -> [target: "#{target}.#{glibc}", zigbuild: true]
+        nil ->
+          [target: target]
+
+        glibc ->
+          unless String.ends_with?(target, "-linux-gnu"),
+            do: Mix.raise("--glibc is for Linux gnu targets, not #{target}")
+
+          [target: "#{target}.#{glibc}", zigbuild: true]
       end
 
     try do
