@@ -37,7 +37,11 @@ defmodule Mix.Tasks.Compile.ShmexNative do
           Precompiled.install!(name, sum, base_url, paths)
 
         {:source, why} ->
-          File.rm(Path.join(paths[:native], "precompiled"))
+          # What an artifact installed would look newer than a build's
+          # outputs: built anew instead.
+          if File.exists?(Path.join(paths[:native], "precompiled")),
+            do: File.rm_rf!(paths[:native])
+
           from_source(root, paths, why: why)
       end
 
