@@ -17,15 +17,21 @@ defmodule Shmex.Mix.Cargo do
   @doc """
   Builds `packages` of the workspace at `root`; returns each built library's
   paths by crate name. `label` heads cargo's output when there is some.
+
+  `target: triple` builds for that Rust target (cargo's `--target`);
+  `zigbuild: true` builds with `cargo zigbuild`, which links with zig and so
+  accepts a glibc version after a Linux triple (`x86_64-unknown-linux-gnu.2.28`).
   """
   @spec build!([String.t()], keyword()) :: %{String.t() => [Path.t()]}
   def build!(packages, opts) do
-    cargo = check_rust!()
+    cargo = check_rust!(Keyword.fetch!(opts, :label))
     root = Keyword.fetch!(opts, :root)
+    command = if Keyword.get(opts, :zigbuild, false), do: "zigbuild", else: "build"
 
     args =
-      ["build", "--release", "--message-format=json-render-diagnostics"] ++
-        Enum.flat_map(packages, &["--package", &1])
+      [command, "--release", "--message-format=json-render-diagnostics"] ++
+        Enum.flat_map(packages, &["--package", &1]) ++
+        if(target = opts[:target], do: ["--target", target], else: [])
 
     port =
       Port.open({:spawn_executable, cargo}, [
@@ -94,13 +100,13 @@ defmodule Shmex.Mix.Cargo do
 
   # The cargo to use; raises, saying what to do, when there is none or it is
   # too old.
-  defp check_rust! do
+  defp check_rust!(label) do
     cargo =
       System.find_executable("cargo") ||
         Mix.raise("""
-        cargo was not found on PATH. Shmex is a Rust NIF: building it needs
-        Rust #{@min_rust} or later, from https://rustup.rs (see README.md,
-        Prerequisites).
+        cargo was not found on PATH, and building #{label} from source
+        needs Rust #{@min_rust} or later, from https://rustup.rs (see README.md,
+        "Building from source").
         """)
 
     {version, 0} = System.cmd(cargo, ["--version"])
@@ -111,7 +117,7 @@ defmodule Shmex.Mix.Cargo do
           Mix.raise("""
           Shmex needs Rust #{@min_rust} or later; #{cargo} is #{found}.
           Debian's and Ubuntu's own cargo packages are too old: install Rust
-          with rustup (https://rustup.rs, see README.md, Prerequisites) and
+          with rustup (https://rustup.rs, see README.md, "Building from source") and
           put ~/.cargo/bin first on PATH.
           """)
         end

@@ -33,11 +33,12 @@ defmodule Payloads.MixProject do
     [shmex() | offline]
   end
 
-  # Shmex as a path dependency, or as a git one (SHMEX_GIT: a repository URL).
+  # Shmex as a path dependency (this repository, or SHMEX_PATH: for example
+  # an unpacked Hex package), or as a git one (SHMEX_GIT: a repository URL).
   defp shmex do
     case System.get_env("SHMEX_GIT") do
       nil ->
-        {:shmex, path: @shmex_root, override: true}
+        {:shmex, path: System.get_env("SHMEX_PATH", @shmex_root), override: true}
 
       url ->
         {:shmex, git: url, branch: System.get_env("SHMEX_GIT_BRANCH", "main"), override: true}

@@ -8,7 +8,13 @@ defmodule Shmex.Build do
   They are installed by `mix compile` in the application's `native/`
   directory, beside `ebin/`: build inputs, which `mix release` does not copy.
 
-      $ mix run --no-start -e 'IO.puts(Shmex.Build.cflags(:nif))'
+      iex> String.contains?(Shmex.Build.cflags(:nif), "/shmex/native/include")
+      true
+
+  From the shell, `mix shmex.cflags` and `mix shmex.ldflags` print the
+  same flags and nothing else on standard output:
+
+      $ mix shmex.cflags
       -I/…/_build/dev/lib/shmex/native/include -I/…/erts-13.1.5/include
   """
 
