@@ -1,6 +1,7 @@
 defmodule ShmexTest do
   use ExUnit.Case, async: true
   doctest Shmex
+  doctest Shmex.Native
 
   alias Shmex.Test.Segments
 

@@ -162,6 +162,14 @@ defmodule Shmex.Native do
       `shm.name` (over 255 bytes; a slash after the first byte)
     * `{:efbig, :ftruncate}` - the capacity is more than a file can hold
     * `:invalid_payload` - `shm.size` is over `shm.capacity`
+
+  ## Examples
+
+      iex> {:ok, shm} = Shmex.Native.allocate(%Shmex{capacity: 10})
+      iex> {shm.size, shm.capacity, is_reference(shm.guard)}
+      {0, 10, true}
+      iex> Shmex.Native.allocate(%Shmex{name: shm.name})
+      {:error, {:eexist, :shm_open}}
   """
   @spec allocate(Shmex.t()) :: {:ok, Shmex.t()} | {:error, segment_error()}
   def allocate(shm), do: Nif.allocate(shm)
@@ -182,6 +190,15 @@ defmodule Shmex.Native do
     * `{:enoent, :shm_open}` - there is no such segment (on this host)
     * `{:enxio, :shm_open}` - the name leads to a FIFO, socket or device
       node, which no guard may remove
+
+  ## Examples
+
+      iex> shm = Shmex.new("made here")
+      iex> Shmex.Native.add_guard(shm)
+      {:error, :already_guarded}
+      iex> {:ok, second} = Shmex.Native.add_guard(%{shm | guard: nil})
+      iex> Shmex.Native.read(second)
+      {:ok, "made here"}
   """
   @spec add_guard(Shmex.t()) :: {:ok, Shmex.t()} | {:error, :already_guarded | segment_error()}
   def add_guard(shm), do: Nif.add_guard(shm)
@@ -197,6 +214,12 @@ defmodule Shmex.Native do
     * `{:enoent, :shm_open}` - the segment is gone, or on another host
     * `{:efbig, :ftruncate}` - the capacity is more than a file can hold
     * `:invalid_payload` - the struct does not fit the segment
+
+  ## Examples
+
+      iex> {:ok, shm} = Shmex.Native.set_capacity(Shmex.new("abcdef"), 3)
+      iex> {shm.size, shm.capacity, Shmex.Native.read(shm)}
+      {3, 3, {:ok, "abc"}}
   """
   @spec set_capacity(Shmex.t(), capacity :: non_neg_integer()) ::
           {:ok, Shmex.t()} | {:error, segment_error()}
@@ -215,6 +238,11 @@ defmodule Shmex.Native do
     * `{:enomem, :mmap}` - the data is larger than all of this machine's
       memory (a sparse segment can be): no binary that size can be made
     * `:invalid_payload` - the struct does not fit the segment
+
+  ## Examples
+
+      iex> Shmex.Native.read(Shmex.new("hello"))
+      {:ok, "hello"}
   """
   @spec read(Shmex.t()) :: {:ok, binary()} | {:error, segment_error()}
   def read(%Shmex{size: size} = shm), do: read(shm, size)
@@ -228,6 +256,13 @@ defmodule Shmex.Native do
 
     * `:invalid_read_size` - `read_size` is over `shm.size`
     * the errors of `read/1`
+
+  ## Examples
+
+      iex> Shmex.Native.read(Shmex.new("hello"), 4)
+      {:ok, "hell"}
+      iex> Shmex.Native.read(Shmex.new("hello"), 6)
+      {:error, :invalid_read_size}
   """
   @spec read(Shmex.t(), read_size :: non_neg_integer()) ::
           {:ok, binary()} | {:error, :invalid_read_size | segment_error()}
@@ -246,6 +281,12 @@ defmodule Shmex.Native do
 
     * `{:enospc, :ftruncate}` - `/dev/shm` has no room for the data
     * `{:enoent, :shm_open}` - the segment is gone, or on another host
+
+  ## Examples
+
+      iex> {:ok, shm} = Shmex.Native.write(Shmex.empty(2), "longer than 2")
+      iex> {shm.size, shm.capacity}
+      {13, 13}
   """
   @spec write(Shmex.t(), data :: binary()) :: {:ok, Shmex.t()} | {:error, segment_error()}
   def write(shm, data) do
@@ -265,6 +306,12 @@ defmodule Shmex.Native do
     * `:invalid_position` - `position` is over `shm.size`
     * `{:enospc, :ftruncate}` - `/dev/shm` has no room for the new segment
     * the errors of `read/1`
+
+  ## Examples
+
+      iex> {:ok, {left, right}} = Shmex.Native.split_at(Shmex.new("hello world"), 5)
+      iex> {Shmex.Native.read(left), Shmex.Native.read(right)}
+      {{:ok, "hello"}, {:ok, " world"}}
   """
   @spec split_at(Shmex.t(), position :: non_neg_integer()) ::
           {:ok, {Shmex.t(), Shmex.t()}} | {:error, :invalid_position | segment_error()}
@@ -283,6 +330,12 @@ defmodule Shmex.Native do
 
     * `{:enospc, :ftruncate}` - `/dev/shm` has no room for the result
     * the errors of `read/1`, for either struct
+
+  ## Examples
+
+      iex> {:ok, shm} = Shmex.Native.append(Shmex.new("hello"), Shmex.new(" world"))
+      iex> {shm.size, Shmex.Native.read(shm)}
+      {11, {:ok, "hello world"}}
   """
   @spec append(target :: Shmex.t(), source :: Shmex.t()) ::
           {:ok, Shmex.t()} | {:error, segment_error()}
@@ -295,6 +348,11 @@ defmodule Shmex.Native do
 
   Call it after another OS process has opened the segment whose name you
   sent it, so that the segment is not unlinked before that.
+
+  ## Examples
+
+      iex> Shmex.Native.ensure_not_gc(Shmex.new("still referenced"))
+      :ok
   """
   @spec ensure_not_gc(Shmex.t()) :: :ok
   def ensure_not_gc(shm), do: Nif.ensure_not_gc(shm)
@@ -306,6 +364,12 @@ defmodule Shmex.Native do
 
     * `{:enoent, :shm_open}` - the segment is gone, or on another host
     * `:invalid_payload` - the struct does not fit the segment
+
+  ## Examples
+
+      iex> {:ok, shm} = Shmex.Native.trim(Shmex.new("abc", 100))
+      iex> shm.capacity
+      3
   """
   @spec trim(Shmex.t()) :: {:ok, Shmex.t()} | {:error, segment_error()}
   def trim(shm), do: trim(shm, 0)
@@ -320,6 +384,12 @@ defmodule Shmex.Native do
 
     * `:invalid_trim_size` - `bytes` is over `shm.size`
     * the errors of `trim/1`
+
+  ## Examples
+
+      iex> {:ok, shm} = Shmex.Native.trim(Shmex.new("abcdef"), 2)
+      iex> {shm.size, Shmex.Native.read(shm)}
+      {4, {:ok, "cdef"}}
   """
   @spec trim(Shmex.t(), bytes :: non_neg_integer()) ::
           {:ok, Shmex.t()} | {:error, :invalid_trim_size | segment_error()}
