@@ -141,10 +141,12 @@ defmodule Shmex.FairnessTest do
       later - before
     end
 
-    # A 4 MiB copy through a mapping is a fifth of a slice (of ~4000
-    # reductions); a 64-byte one is nothing.
-    assert charged.(fn -> Nif.write(shm, data) end) >= 400
-    assert charged.(fn -> Nif.write(%{shm | size: 64}, binary_part(data, 0, 64)) end) < 100
+    # A 4 MiB copy through a mapping takes a tenth of a slice (of ~4000
+    # reductions) or more, as fast as memory goes: it is timed and charged,
+    # at least 1% of a slice. A 64-byte one is not: a call costs next to
+    # nothing then.
+    assert charged.(fn -> Nif.write(shm, data) end) >= 40
+    assert charged.(fn -> Nif.write(%{shm | size: 64}, binary_part(data, 0, 64)) end) < 40
   end
 
   @tag :beam
