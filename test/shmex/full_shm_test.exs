@@ -5,12 +5,7 @@ defmodule Shmex.FullShmTest do
   use ExUnit.Case, async: true
 
   alias Shmex.Test.Beam
-
-  @moduletag :beam
-  if reason = Beam.private_shm_unavailable() do
-    IO.puts("skipping #{inspect(__MODULE__)}: #{reason}")
-    @moduletag skip: reason
-  end
+  use Shmex.Test.PrivateShm
 
   test "writing more than /dev/shm holds is {:error, {:enospc, _}}, and the VM lives on" do
     code = ~S"""

@@ -6,13 +6,7 @@ defmodule Shmex.LeftoversTest do
   # guards too. Each case runs its VMs in a tmpfs of their own.
   use ExUnit.Case, async: true
 
-  alias Shmex.Test.Beam
-
-  @moduletag :beam
-  if reason = Beam.private_shm_unavailable() do
-    IO.puts("skipping #{inspect(__MODULE__)}: #{reason}")
-    @moduletag skip: reason
-  end
+  use Shmex.Test.PrivateShm
 
   # Holds its own segments, and one the doomed VM guards too; reads them
   # all back once told to.

@@ -6,12 +6,7 @@ defmodule Shmex.NotASegmentTest do
   use ExUnit.Case, async: true
 
   alias Shmex.Test.Beam
-
-  @moduletag :beam
-  if reason = Beam.private_shm_unavailable() do
-    IO.puts("skipping #{inspect(__MODULE__)}: #{reason}")
-    @moduletag skip: reason
-  end
+  use Shmex.Test.PrivateShm
 
   test "FIFOs, directories, device nodes, sockets and links are refused and never unlinked" do
     # In a tmpfs of its own, where device nodes can be made (/dev/shm is
