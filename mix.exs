@@ -33,7 +33,7 @@ defmodule Shmex.MixProject do
     ] ++ cli_env()
   end
 
-  def application, do: [extra_applications: []]
+  def application, do: [mod: {Shmex.Application, []}, extra_applications: []]
 
   # `mix docs` runs in an environment of its own, so that no other task
   # needs ex_doc or Hex.

@@ -1,0 +1,16 @@
+defmodule Shmex.Application do
+  @moduledoc false
+  # Loads the NIF library when the application starts, rather than with the
+  # first call of Shmex.Native (modules load lazily in interactive mode): it
+  # is the VM's primary copy of the crate, which C NIFs linking libshmex.a
+  # find and work through from their first call (native/shmex_c/src/primary.rs),
+  # and loading it removes what crashed VMs left in /dev/shm.
+
+  use Application
+
+  @impl true
+  def start(_type, _args) do
+    Code.ensure_loaded!(Shmex.Native.Nif)
+    Supervisor.start_link([], strategy: :one_for_one, name: Shmex.Supervisor)
+  end
+end
