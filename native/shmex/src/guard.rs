@@ -32,10 +32,12 @@ impl Guard {
     /// Guards `segment`, just made or opened under `name`.
     pub(crate) fn new(name: ShmName, segment: &Segment) -> Guard {
         let entry = registry::entry(&name);
-        entry.count_guard(true);
-        entry.keep(segment.to_keep());
         let identity = segment.identity();
-        leftovers::record(&name, identity, Kind::Guarded);
+        entry.count_guard(identity, true);
+        entry.keep(segment.to_keep());
+        // Not journalled (a full /dev/shm), the name is only not removed
+        // after a crash.
+        let _ = leftovers::record(&name, identity, Kind::Guarded);
         Guard {
             name,
             identity,
@@ -61,10 +63,10 @@ impl Guard {
 
 impl Drop for Guard {
     /// The last guard of the segment in this process unlinks it; while
-    /// another one lives (a second guard, a C guard), the name stays.
+    /// another one of it lives (a second guard, a C guard), the name stays.
     fn drop(&mut self) {
         let identity = self.identity;
-        if self.entry.count_guard(false) == 0 {
+        if self.entry.count_guard(identity, false) == 0 {
             unlink_if(
                 &self.name,
                 |found| found == identity,
@@ -129,6 +131,27 @@ mod tests {
             theirs.identity()
         );
         sys::unlink(&name);
+    }
+
+    #[test]
+    fn each_file_under_a_name_is_unlinked_by_its_own_last_guard() {
+        let (name, first) = Segment::create_unique(10).unwrap();
+        let old = Guard::new(name.clone(), &first);
+        drop(first);
+        // Another program replaces the segment; it is guarded too.
+        sys::unlink(&name);
+        let second = Segment::create(&name, 5).unwrap();
+        let new = Guard::new(name.clone(), &second);
+        let again = Guard::new(name.clone(), &second);
+        drop(second);
+        drop(new);
+        assert!(exists(&name), "another guard of the new file holds it");
+        drop(again);
+        assert!(
+            !exists(&name),
+            "its last guard unlinks it, the old file's guard alive or not"
+        );
+        drop(old);
     }
 
     #[test]

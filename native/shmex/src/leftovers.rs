@@ -26,8 +26,9 @@
 //! other names: one record, of fixed size, per name and file this copy
 //! guards without having generated it (names chosen by callers, other
 //! processes' segments), cleared when its last guard goes; and one per
-//! generated segment handed out unguarded on purpose (from C), which is
-//! *kept*: it is the caller's, not a leftover.
+//! segment under a name of the generated form handed out unguarded on
+//! purpose (from C), which is *kept*: it is the caller's, not a leftover,
+//! whichever copy's tag its name has.
 //!
 //! # The sweep
 //!
@@ -90,14 +91,14 @@ pub(crate) fn start() -> Option<&'static Session> {
 
 /// Records that this process holds `name`, the file `identity`, as `kind`;
 /// each record is cleared by one [`clear`] of the same three. Names this copy
-/// generated are only recorded when kept: their tag says the rest.
-pub(crate) fn record(name: &ShmName, identity: Identity, kind: Kind) {
+/// generated are only recorded when kept: their tag says the rest. Whether
+/// the record was written (or needs none); `false` when the journal could
+/// not be written (a full `/dev/shm`).
+pub(crate) fn record(name: &ShmName, identity: Identity, kind: Kind) -> bool {
     if kind == Kind::Guarded && name.is_generated_here() {
-        return;
+        return true;
     }
-    if let Some(session) = start() {
-        session.journal().record(name, identity, kind);
-    }
+    start().is_none_or(|session| session.journal().record(name, identity, kind))
 }
 
 /// Clears one [`record`] of `name`, `identity` and `kind`.
@@ -112,8 +113,8 @@ pub(crate) fn clear(name: &ShmName, identity: Identity, kind: Kind) {
 
 /// Clears every kept record of `name`: it is being unlinked.
 pub(crate) fn clear_kept(name: &ShmName) {
-    if !name.is_generated_here() {
-        return; // only generated names are kept
+    if !name.is_generated() {
+        return; // only names of a generated form are kept
     }
     if let Some(session) = start() {
         let mut journal = session.journal();
@@ -142,7 +143,14 @@ struct Journal {
     free: Vec<u64>,
     /// The first slot never used.
     end: u64,
+    /// How many records may be held before kept ones that are gone are
+    /// looked for: a kept segment is often unlinked by the process it was
+    /// handed to, which tells nobody here.
+    purge_at: usize,
 }
+
+/// The fewest records held before kept ones that are gone are looked for.
+const PURGE_FROM: usize = 1024;
 
 impl Session {
     fn open(tag: &str) -> Option<Session> {
@@ -160,6 +168,7 @@ impl Session {
                         held: HashMap::new(),
                         free: Vec::new(),
                         end: 0,
+                        purge_at: PURGE_FROM,
                     };
                     return Some(Session {
                         journal: Mutex::new(journal),
@@ -183,14 +192,18 @@ impl Session {
 }
 
 impl Journal {
-    fn record(&mut self, name: &ShmName, identity: Identity, kind: Kind) {
+    fn record(&mut self, name: &ShmName, identity: Identity, kind: Kind) -> bool {
+        if self.held.len() >= self.purge_at {
+            self.purge_kept();
+            self.purge_at = PURGE_FROM.max(2 * self.held.len());
+        }
         let key = (name.clone(), identity, kind);
         if let Some((_, count)) = self.held.get_mut(&key) {
             *count += 1;
-            return;
+            return true;
         }
         let Ok(canonical) = name.canonical() else {
-            return;
+            return true; // a name no segment can have
         };
         let slot = self.free.pop().unwrap_or_else(|| {
             self.end += 1;
@@ -204,8 +217,10 @@ impl Journal {
         record[NAME_AT..NAME_AT + canonical.len()].copy_from_slice(canonical);
         if io::write_all(self.fd(), &record, slot * RECORD as u64).is_ok() {
             self.held.insert(key, (slot, 1));
+            true
         } else {
             self.free.push(slot);
+            false
         }
     }
 
@@ -230,6 +245,25 @@ impl Journal {
     fn fd(&self) -> BorrowedFd<'_> {
         self.file.as_fd()
     }
+
+    /// Clears the kept records whose name no longer leads to their file:
+    /// the segment was unlinked by whoever it was handed to.
+    fn purge_kept(&mut self) {
+        let gone: Vec<_> = self
+            .held
+            .keys()
+            .filter(|(name, identity, kind)| {
+                *kind == Kind::Kept
+                    && sys::status_of_name(name).map(|status| status.identity) != Ok(*identity)
+            })
+            .cloned()
+            .collect();
+        for (name, identity, kind) in gone {
+            while self.held.contains_key(&(name.clone(), identity, kind)) {
+                self.clear(&name, identity, kind);
+            }
+        }
+    }
 }
 
 /// A name of the crate's own files (`prefix` and `tag`); these never clash
@@ -245,16 +279,21 @@ struct Recorded {
     identity: [u64; 2],
 }
 
-/// The records of a session file.
-fn read_journal(fd: BorrowedFd) -> Vec<Recorded> {
-    let Ok(len) = sys::status_of(fd).map(|status| status.len) else {
-        return Vec::new();
-    };
-    let mut bytes = vec![0; usize::try_from(len).unwrap_or(0)];
-    if io::read_exact(fd, &mut bytes, 0).is_err() {
-        return Vec::new();
+/// The largest journal read: 58,000 names guarded at once. A larger one is
+/// not a journal this crate wrote (a file planted under a session's name),
+/// and is not read at all.
+const JOURNAL_MAX: u64 = 16 << 20;
+
+/// The records of a session file; `None` when it cannot be a journal this
+/// crate wrote: too large, or not this user's.
+fn read_journal(fd: BorrowedFd) -> Option<Vec<Recorded>> {
+    let status = sys::status_of(fd).ok()?;
+    if status.owner != sys::user() || status.len > JOURNAL_MAX {
+        return None;
     }
-    bytes
+    let mut bytes = vec![0; usize::try_from(status.len).ok()?];
+    io::read_exact(fd, &mut bytes, 0).ok()?;
+    let records = bytes
         .chunks_exact(RECORD)
         .filter_map(|record| {
             let kind = match record[0] {
@@ -272,7 +311,8 @@ fn read_journal(fd: BorrowedFd) -> Vec<Recorded> {
                 identity: [word(8), word(16)],
             })
         })
-        .collect()
+        .collect();
+    Some(records)
 }
 
 /// A dead session found by a sweep, still locked by it.
@@ -290,38 +330,54 @@ fn sweep() {
     let mut dead = Vec::new();
     let mut spared: HashSet<(Vec<u8>, [u64; 2])> = HashSet::new();
     for file_name in &names {
-        let tag = [SESSION, OPENING]
-            .iter()
-            .find_map(|prefix| file_name.strip_prefix(prefix.as_bytes()));
-        // This process's own session is found locked, as any live one.
-        let Some(tag) = tag.filter(|tag| tag.len() == TAG_LEN) else {
+        let (opening, tag) = if let Some(tag) = file_name.strip_prefix(SESSION.as_bytes()) {
+            (false, tag)
+        } else if let Some(tag) = file_name.strip_prefix(OPENING.as_bytes()) {
+            (true, tag)
+        } else {
             continue;
         };
+        // This process's own session is found locked, as any live one.
+        if tag.len() != TAG_LEN {
+            continue;
+        }
         let Some(name) = ShmName::reserved(file_name) else {
             continue;
         };
         let Ok(fd) = sys::open(&name) else { continue };
         match sys::lock(fd, false) {
-            Ok(file) => dead.push(Dead {
-                records: read_journal(file.as_fd()),
-                file_name: name,
-                file,
-                tag: tag.to_vec(),
-            }),
+            // A dead maker of an opening file made no segment yet: create_unique
+            // waits for the session. Only the file itself goes.
+            Ok(file) if opening => remove_own_file(&name, &file),
+            Ok(file) => {
+                // A journal that cannot be ours (another user's file, too
+                // large) names nothing to remove: the session is left.
+                if let Some(records) = read_journal(file.as_fd()) {
+                    dead.push(Dead {
+                        records,
+                        file_name: name,
+                        file,
+                        tag: tag.to_vec(),
+                    });
+                }
+            }
             Err((fd, _)) => spared.extend(
                 read_journal(fd.as_fd())
+                    .unwrap_or_default()
                     .into_iter()
                     .map(|record| (record.name, record.identity)),
             ),
         }
     }
+    // Kept segments of any dead copy of the crate stay, whichever copy's
+    // tag their name has.
+    let kept: HashSet<&[u8]> = dead
+        .iter()
+        .flat_map(|session| &session.records)
+        .filter(|record| record.kind == Kind::Kept)
+        .map(|record| record.name.as_slice())
+        .collect();
     for session in &dead {
-        let kept: HashSet<&[u8]> = session
-            .records
-            .iter()
-            .filter(|record| record.kind == Kind::Kept)
-            .map(|record| record.name.as_slice())
-            .collect();
         let generated = names.iter().filter(|name| {
             name::generated_tag(name) == Some(session.tag.as_slice())
                 && !kept.contains(name.as_slice())
@@ -334,9 +390,15 @@ fn sweep() {
                 remove_unless_spared(&record.name, Some(record.identity), &spared);
             }
         }
-        let identity = sys::status_of(session.file.as_fd()).map(|status| status.identity);
-        remove_if(&session.file_name, |found| Ok(found) == identity);
+        remove_own_file(&session.file_name, &session.file);
     }
+}
+
+/// Removes the session or opening file `name`, locked as `file`, if the
+/// name still leads to it.
+fn remove_own_file(name: &ShmName, file: &Locked) {
+    let identity = sys::status_of(file.as_fd()).map(|status| status.identity);
+    remove_if(name, |found| Ok(found) == identity);
 }
 
 /// Removes the segment `name` if it is the file `identity` (any, if `None`)
@@ -398,6 +460,7 @@ mod tests {
         let listed = || {
             let journal = session.journal();
             read_journal(journal.fd())
+                .unwrap()
                 .iter()
                 .filter(|record| record.name == b"shmex-journal-test-record")
                 .count()
@@ -409,6 +472,27 @@ mod tests {
         assert_eq!(listed(), 1);
         clear(&name, identity, Kind::Guarded);
         assert_eq!(listed(), 0);
+    }
+
+    #[test]
+    fn kept_records_of_segments_gone_are_purged() {
+        let session = start().unwrap();
+        let identity = Identity {
+            device: 1,
+            inode: 9,
+        };
+        // Kept segments that their receivers unlinked long ago.
+        for i in 0..3 * PURGE_FROM {
+            let name = ShmName::new(format!("purge-test-{}-{i}", std::process::id()).as_bytes());
+            assert!(record(&name.unwrap(), identity, Kind::Kept));
+        }
+        let left = session
+            .journal()
+            .held
+            .keys()
+            .filter(|(name, _, _)| format!("{name:?}").starts_with("\"/purge-test-"))
+            .count();
+        assert!(left <= PURGE_FROM, "{left} kept records of nothing left");
     }
 
     #[test]
@@ -435,6 +519,45 @@ mod tests {
         clear(&name, identity, Kind::Kept);
     }
 
+    /// Held by the tests that plant files and sweep: one's sweep would take
+    /// the other's half-made dead session for a whole one.
+    static SWEEPING: Mutex<()> = Mutex::new(());
+
+    /// A tag no live process has: a test's dead session.
+    fn unused_tag() -> String {
+        use std::hash::{BuildHasher, RandomState};
+        let random = RandomState::new().hash_one(std::time::Instant::now());
+        format!("zz{:09}", random % 1_000_000_000)
+    }
+
+    #[test]
+    fn planted_files_make_a_sweep_remove_nothing() {
+        let _sweeping = SWEEPING.lock().unwrap_or_else(PoisonError::into_inner);
+        // An opening file nobody holds: its maker had made no segment.
+        let tag = unused_tag();
+        let (segment, _) = made(&tag, "shmex-TAG0000000000001");
+        let (opening, _) = made(&tag, ".shmex-opening-TAG");
+        // A session file far larger than any journal: not read at all.
+        let huge_tag = unused_tag();
+        let (huge_segment, _) = made(&huge_tag, "shmex-TAG0000000000001");
+        let (huge, _) = made(&huge_tag, ".shmex-session-TAG");
+        let fd = sys::open(&huge).unwrap();
+        sys::resize(fd.as_fd(), 1 << 40).unwrap();
+
+        sweep();
+
+        assert!(exists(&segment), "an opening file's tag removes nothing");
+        assert!(!exists(&opening), "the opening file itself goes");
+        assert!(
+            exists(&huge_segment),
+            "an unreadable journal removes nothing"
+        );
+        assert!(exists(&huge));
+        for name in [segment, huge_segment, huge] {
+            sys::unlink(&name);
+        }
+    }
+
     /// A name in the shared memory directory, with `tag`'s generated form
     /// when `generated`.
     fn made(tag: &str, what: &str) -> (ShmName, Identity) {
@@ -454,10 +577,9 @@ mod tests {
 
     #[test]
     fn a_sweep_removes_what_a_dead_session_guarded_and_nothing_else() {
+        let _sweeping = SWEEPING.lock().unwrap_or_else(PoisonError::into_inner);
         let own = name::process_tag();
-        // A tag no live process has: this test's dead session.
-        let tag = &ShmName::generate().to_posix()[7 + 5..7 + 5 + TAG_LEN];
-        let tag = format!("zz{}", std::str::from_utf8(&tag[2..]).unwrap());
+        let tag = unused_tag();
         let (generated, _) = made(&tag, "shmex-TAG0000000000001");
         let (kept, kept_identity) = made(&tag, "shmex-TAG0000000000002");
         let (spared, spared_identity) = made(&tag, "shmex-TAG0000000000003");
@@ -472,14 +594,17 @@ mod tests {
             .unwrap()
             .success());
 
-        // The dead session's file: unlocked, its journal as it left it.
-        let (file, _) = made(&tag, ".shmex-session-TAG");
-        let fd = sys::open(&file).unwrap();
+        // The dead session's file: written locked under a name no sweep
+        // reads, put in place, then unlocked: its journal as it left it.
+        let (draft, _) = made(&tag, "sweep-test-TAG-journal");
+        let file = ShmName::reserved(format!(".shmex-session-{tag}").as_bytes()).unwrap();
+        let fd = sys::open(&draft).unwrap();
         let mut dead = Journal {
             file: sys::lock(fd, false).unwrap(),
             held: HashMap::new(),
             free: Vec::new(),
             end: 0,
+            purge_at: PURGE_FROM,
         };
         dead.record(&kept, kept_identity, Kind::Kept);
         dead.record(&named, named_identity, Kind::Guarded);
@@ -488,6 +613,7 @@ mod tests {
             inode: named_identity.inode.wrapping_add(1_000_000),
         };
         dead.record(&replaced, stale, Kind::Guarded);
+        sys::rename(&draft, &file).unwrap();
         drop(dead);
         // A live process (this one) guards one of the dead one's segments.
         record(&spared, spared_identity, Kind::Guarded);

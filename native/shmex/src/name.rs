@@ -132,6 +132,11 @@ impl ShmName {
         ShmName::new(name.as_bytes()).unwrap_or_else(|| unreachable!("base-36 digits are not NUL"))
     }
 
+    /// Whether the name has the form of a generated one (of any process).
+    pub(crate) fn is_generated(&self) -> bool {
+        self.key().is_ok_and(|key| generated_tag(key).is_some())
+    }
+
     /// Whether this copy of the crate generated the name (in this process).
     pub(crate) fn is_generated_here(&self) -> bool {
         self.key()

@@ -29,6 +29,7 @@ use crate::exclusion::{Access, Entered, Freed, Ticket, Turns, Wake, LEASE};
 use crate::mapping::Mapping;
 use crate::name::ShmName;
 use crate::segment::{Open, Segment};
+use crate::sys::Identity;
 
 /// After this many calls a kept segment is mapped: setting up a mapping
 /// costs ~10 us and touching a page through it the first time ~1.4 us, where
@@ -70,6 +71,10 @@ pub(crate) struct Entry {
 struct State {
     turns: Turns,
     kept: Option<Kept>,
+    /// How many guards hold each file the name led to when it was guarded:
+    /// the last guard of a file unlinks it, whatever guards the name's
+    /// other files have.
+    guarded: Vec<(Identity, usize)>,
 }
 
 /// A segment kept open between calls, with the budget slot that allows it.
@@ -214,13 +219,34 @@ impl Entry {
         }
     }
 
-    /// Counts a guard holding the entry, or one letting go; how many hold
-    /// it then.
-    pub fn count_guard(&self, held: bool) -> usize {
+    /// Counts a guard of the file `identity` holding the entry, or one
+    /// letting go; how many guards hold that file then.
+    pub fn count_guard(&self, identity: Identity, held: bool) -> usize {
         if held {
-            self.guards.fetch_add(1, Ordering::AcqRel) + 1
+            self.guards.fetch_add(1, Ordering::AcqRel);
         } else {
-            self.guards.fetch_sub(1, Ordering::AcqRel) - 1
+            self.guards.fetch_sub(1, Ordering::AcqRel);
+        }
+        let mut state = self.state();
+        let at = state.guarded.iter().position(|(file, _)| *file == identity);
+        match (at, held) {
+            (Some(at), true) => {
+                state.guarded[at].1 += 1;
+                state.guarded[at].1
+            }
+            (None, true) => {
+                state.guarded.push((identity, 1));
+                1
+            }
+            (Some(at), false) => {
+                state.guarded[at].1 -= 1;
+                let left = state.guarded[at].1;
+                if left == 0 {
+                    state.guarded.swap_remove(at);
+                }
+                left
+            }
+            (None, false) => 0,
         }
     }
 
@@ -442,6 +468,12 @@ fn dispose(kept: Option<Kept>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The identity the tests' guards count under.
+    const NO_FILE: Identity = Identity {
+        device: 0,
+        inode: 0,
+    };
     use crate::test_support::Scratch;
 
     #[test]
@@ -466,7 +498,7 @@ mod tests {
     fn a_kept_segment_is_dropped_once_its_name_leads_elsewhere() {
         let scratch = Scratch::new(3);
         let held = entry(&scratch.name);
-        held.count_guard(true);
+        held.count_guard(NO_FILE, true);
         let first = held.lock(Access::Shared).segment().unwrap().identity();
         assert!(held.keeps_open());
         crate::sys::unlink(&scratch.name);
@@ -475,14 +507,14 @@ mod tests {
         assert_eq!(again.len(), 7);
         assert_ne!(again.identity(), first);
         assert_eq!(again.identity(), replacement.identity());
-        held.count_guard(false);
+        held.count_guard(NO_FILE, false);
     }
 
     #[test]
     fn a_mapping_made_by_a_call_is_kept_for_the_next() {
         let scratch = Scratch::new(4096);
         let held = entry(&scratch.name);
-        held.count_guard(true);
+        held.count_guard(NO_FILE, true);
         let mapped = || {
             held.state()
                 .kept
@@ -499,7 +531,7 @@ mod tests {
         drop(Segment::create(&scratch.name, 8).unwrap());
         held.lock(Access::Shared).segment().unwrap();
         assert!(!mapped());
-        held.count_guard(false);
+        held.count_guard(NO_FILE, false);
     }
 
     #[test]

@@ -33,7 +33,7 @@
 //! per segment, one count of guards per segment, one journal of what a crash
 //! would leave, one SIGBUS handler for every mapping handed out.
 
-use std::ffi::{c_char, c_int, c_void, CStr};
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -161,45 +161,53 @@ fn elapsed_ms() -> u64 {
     START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
 }
 
-/// The first acceptable table a loaded object exports.
+/// The first acceptable table a loaded object exports. The objects' names
+/// are gathered first and looked into once `dl_iterate_phdr` has returned:
+/// it holds the loader's lock that `dlopen` takes in the other order, so
+/// calling `dlopen` from its callback could deadlock with a thread loading
+/// a library.
 fn find() -> Option<*const Api> {
-    let mut found: Option<*const Api> = None;
-    // SAFETY: the callback only reads what dl_iterate_phdr hands it, and
-    // `found` outlives the call.
-    unsafe { libc::dl_iterate_phdr(Some(visit), ptr::from_mut(&mut found).cast::<c_void>()) };
-    found
+    let mut names: Vec<CString> = Vec::new();
+    // SAFETY: the callback only copies the names dl_iterate_phdr hands it,
+    // and `names` outlives the call.
+    unsafe { libc::dl_iterate_phdr(Some(collect), ptr::from_mut(&mut names).cast::<c_void>()) };
+    names.iter().find_map(|name| table_of(name))
 }
 
-unsafe extern "C" fn visit(
+unsafe extern "C" fn collect(
     info: *mut libc::dl_phdr_info,
     _size: libc::size_t,
-    found: *mut c_void,
+    names: *mut c_void,
 ) -> c_int {
     // SAFETY: dl_iterate_phdr passes a valid info for each object, and
-    // `found` is find's.
-    let (info, found) = unsafe { (&*info, &mut *found.cast::<Option<*const Api>>()) };
-    if info.dlpi_name.is_null() {
-        return 0;
+    // `names` is find's.
+    let (info, names) = unsafe { (&*info, &mut *names.cast::<Vec<CString>>()) };
+    if !info.dlpi_name.is_null() {
+        // SAFETY: a loaded object's name is a C string.
+        let name = unsafe { CStr::from_ptr(info.dlpi_name) };
+        if !name.is_empty() {
+            names.push(name.to_owned());
+        }
     }
-    // SAFETY: a loaded object's name is a C string; RTLD_NOLOAD loads
-    // nothing, it only hands out (and counts) a handle to a loaded object.
-    let handle = unsafe { libc::dlopen(info.dlpi_name, libc::RTLD_NOLOAD | libc::RTLD_LAZY) };
+    0
+}
+
+/// The acceptable table the loaded object `name` exports, if any.
+fn table_of(name: &CStr) -> Option<*const Api> {
+    // SAFETY: a C string; RTLD_NOLOAD loads nothing, it only hands out (and
+    // counts) a handle to an object still loaded.
+    let handle = unsafe { libc::dlopen(name.as_ptr(), libc::RTLD_NOLOAD | libc::RTLD_LAZY) };
     if handle.is_null() {
-        return 0;
+        return None;
     }
     // SAFETY: a valid handle and a C string.
     let symbol = unsafe { libc::dlsym(handle, SYMBOL.as_ptr()) }.cast::<Api>();
-    // SAFETY: the handle dlopen counted; the object stays loaded (the VM
-    // holds it).
+    // SAFETY: the handle dlopen counted. An object exporting the table
+    // links the crate, which pins it (RTLD_NODELETE) when it loads.
     unsafe { libc::dlclose(handle) };
     // SAFETY: the symbol, where exported, is an `Api` static.
-    match unsafe { symbol.as_ref() } {
-        Some(table) if accepts(table) => {
-            *found = Some(symbol);
-            1
-        }
-        _ => 0,
-    }
+    let table = unsafe { symbol.as_ref() }?;
+    accepts(table).then_some(symbol)
 }
 
 impl Bytes {
@@ -445,8 +453,13 @@ pub mod call {
         Ok([device, inode])
     }
 
-    /// Ends a C guard of `name`, the segment `identity`.
+    /// Ends a C guard of `name`, the segment `identity`: this copy's own,
+    /// if it made the guard before it found the primary; else the
+    /// primary's.
     pub fn unlink_if(name: &ShmName, identity: Identity) {
+        if internal::release_c_guard(name, identity) {
+            return;
+        }
         let Ok(posix) = passed(name) else { return };
         // SAFETY: a name of its length.
         unsafe { (api().unlink_if)(Bytes::of(&posix), identity[0], identity[1]) }

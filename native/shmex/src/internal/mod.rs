@@ -78,10 +78,17 @@ pub fn create(name: Option<ShmName>, len: u64, how: Creation) -> Result<(ShmName
     };
     let identity = segment.identity();
     match how {
-        // A name of this process's generated form (made here, or by
-        // shmex_generate_shm_name) would be taken for a leftover.
-        Creation::Unguarded if name.is_generated_here() => {
-            leftovers::record(&name, identity, Kind::Kept);
+        // A name of a generated form (made by any copy of the crate, or by
+        // shmex_generate_shm_name) would be taken for a leftover of its
+        // copy: unless it is recorded as kept, it is not handed out.
+        Creation::Unguarded if name.is_generated() => {
+            if !leftovers::record(&name, identity, Kind::Kept) {
+                sys::unlink(&name);
+                return Err(Error::Os(
+                    nix::errno::Errno::ENOSPC,
+                    crate::Syscall::Ftruncate,
+                ));
+            }
         }
         Creation::Unguarded => {}
         Creation::Guarded => c_guards::hold(Guard::new(name.clone(), &segment)),
@@ -138,6 +145,12 @@ pub fn guard(name: &ShmName) -> Result<Identity> {
     leftovers::clear(name, identity, Kind::Kept);
     c_guards::hold(Guard::new(name.clone(), &segment));
     Ok(identity.to_bits())
+}
+
+/// Ends a C guard this copy of the crate made for `name` and `identity`
+/// (before it found the VM's primary, or being it); whether it held one.
+pub fn release_c_guard(name: &ShmName, identity: Identity) -> bool {
+    c_guards::release(name, sys::Identity::from_bits(identity))
 }
 
 /// Ends a C guard of `name`: drops the guard [`guard`] made for it, which

@@ -63,6 +63,8 @@ pub(crate) struct Status {
     pub linked: bool,
     /// How many bytes of memory its pages take.
     pub allocated: u64,
+    /// The user that owns it.
+    pub owner: u32,
 }
 
 impl Status {
@@ -83,6 +85,7 @@ impl Status {
             allocated: u64::try_from(stat.st_blocks)
                 .unwrap_or(0)
                 .saturating_mul(512),
+            owner: stat.st_uid,
         })
     }
 
@@ -117,6 +120,11 @@ pub(crate) fn lock(fd: OwnedFd, wait: bool) -> std::result::Result<Locked, (Owne
 /// Sets the size of the segment.
 pub(crate) fn resize(fd: BorrowedFd, len: u64) -> Result<()> {
     unistd::ftruncate(fd, off_t(len, Syscall::Ftruncate)?).during(Syscall::Ftruncate)
+}
+
+/// This process's effective user: the owner of what it creates.
+pub(crate) fn user() -> u32 {
+    unistd::geteuid().as_raw()
 }
 
 /// The size of a memory page.
