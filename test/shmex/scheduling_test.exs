@@ -8,17 +8,6 @@ defmodule Shmex.SchedulingTest do
   alias Shmex.Native
   alias Shmex.Native.Nif
 
-  defp filled!(data) do
-    {:ok, shm} = Native.allocate(%Shmex{capacity: byte_size(data)})
-    {:ok, shm} = Native.write(shm, data)
-    shm
-  end
-
-  defp read!(shm) do
-    {:ok, data} = Native.read(shm)
-    data
-  end
-
   # Microseconds the dirty CPU schedulers were busy while `fun` ran.
   defp dirty_busy(fun) do
     :msacc.start()
@@ -39,7 +28,7 @@ defmodule Shmex.SchedulingTest do
 
   @tag skip: Shmex.Test.Space.lacking(2 * (8 <<< 20), "an 8 MiB write")
   test "work too long for a normal scheduler moves itself to a dirty one" do
-    shm = filled!("small")
+    shm = Shmex.new("small")
     big = :binary.copy(<<1>>, 8 <<< 20)
 
     # A few bytes stay where they are called.
@@ -51,13 +40,13 @@ defmodule Shmex.SchedulingTest do
     {result, busy} = dirty_busy(fn -> Nif.write(shm, big) end)
     assert {:ok, written} = result
     assert busy >= 1_000, "dirty schedulers busy #{busy} us"
-    assert read!(written) == big
+    assert Shmex.to_binary(written) == big
   end
 
   @tag skip: Shmex.Test.Space.lacking(5 * (24 <<< 20), "24 MiB calls")
   test "every copying call moves itself to a dirty scheduler when long" do
     data = :binary.copy(<<2>>, 24 <<< 20)
-    shm = filled!(data)
+    shm = Shmex.new(data)
 
     for call <- [
           fn -> Nif.read(shm, shm.size) end,
@@ -75,7 +64,7 @@ defmodule Shmex.SchedulingTest do
   end
 
   test "small calls stay on the normal scheduler" do
-    shm = filled!("small")
+    shm = Shmex.new("small")
     assert {:ok, _} = Nif.write(shm, "tiny")
     assert {:ok, "tiny"} = Nif.read(%{shm | size: 4}, 4)
   end
