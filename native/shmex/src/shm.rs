@@ -22,7 +22,7 @@ use crate::exclusion::Access;
 use crate::guard::Guard;
 use crate::name::ShmName;
 use crate::registry::{self, Entry, InUse, Turn};
-use crate::schedule::{Blocking, Scheduling};
+use crate::schedule::{self, Blocking, Scheduling};
 use crate::segment::{Plan, Segment};
 use crate::sys::{self, Identity};
 
@@ -581,8 +581,10 @@ impl<T, S> Progress<T, S> {
     }
 }
 
-/// Bytes copied between two looks at the clock.
-const STEP_CHUNK: u64 = 1 << 20;
+/// Bytes copied between two looks at the clock: a small part of the
+/// shortest step (see [`crate::schedule::step_budget`]), even into fresh
+/// memory.
+const STEP_CHUNK: u64 = 256 << 10;
 
 /// The step of a copy estimated at `cost` on `scheduling`, if it goes in
 /// steps: when steps are taken there, and it is longer than one.
@@ -599,6 +601,8 @@ struct Stepped {
     /// Parts go from the end to the start (a move up within a segment,
     /// onto bytes still to be moved).
     backwards: bool,
+    /// How long the copy's steps have taken so far.
+    worked: Duration,
 }
 
 impl Stepped {
@@ -607,6 +611,7 @@ impl Stepped {
             len,
             done: 0,
             backwards: false,
+            worked: Duration::ZERO,
         }
     }
 
@@ -618,13 +623,15 @@ impl Stepped {
     }
 
     /// Copies on, chunk by chunk with `copy(start, end)` (offsets into the
-    /// copy), for about `budget`; whether the copy is done.
+    /// copy), for as long as [`schedule::step_budget`] gives a copy that
+    /// has run this long, out of steps of `step`; whether the copy is done.
     fn step(
         &mut self,
-        budget: Duration,
+        step: Duration,
         mut copy: impl FnMut(u64, u64) -> Result<()>,
     ) -> Result<bool> {
         let start = Instant::now();
+        let budget = schedule::step_budget(step, self.worked);
         while self.done < self.len {
             let part = (self.len - self.done).min(STEP_CHUNK);
             let at = if self.backwards {
@@ -638,6 +645,7 @@ impl Stepped {
                 break;
             }
         }
+        self.worked = self.worked.saturating_add(start.elapsed());
         Ok(self.done == self.len)
     }
 }
