@@ -94,25 +94,25 @@ defmodule Shmex.SchedulingTest do
 
     {result, steps} = steps(fn -> Nif.split_at(source, 3) end)
     assert {:ok, {left, right}} = result
-    assert steps > 3, "split in #{steps} steps"
+    assert steps > 1, "split in #{steps} steps"
     assert Shmex.to_binary(left) == binary_part(data, 0, 3)
     assert Shmex.to_binary(right) == binary_part(data, 3, size - 3)
 
     {result, steps} = steps(fn -> Nif.append(Shmex.new("ab"), source) end)
     assert {:ok, appended} = result
-    assert steps > 3, "append in #{steps} steps"
+    assert steps > 1, "append in #{steps} steps"
     assert Shmex.to_binary(appended) == "ab" <> data
 
     # Onto itself, moving bytes up over bytes still to be moved.
     shm = Shmex.new(data)
     {result, steps} = steps(fn -> Nif.append(%{shm | size: half}, shm) end)
     assert {:ok, doubled} = result
-    assert steps > 3, "append within in #{steps} steps"
+    assert steps > 1, "append within in #{steps} steps"
     assert Shmex.to_binary(doubled) == binary_part(data, 0, half) <> data
 
     {result, steps} = steps(fn -> Nif.trim(Shmex.new(data), 5) end)
     assert {:ok, trimmed} = result
-    assert steps > 3, "trim in #{steps} steps"
+    assert steps > 1, "trim in #{steps} steps"
     assert Shmex.to_binary(trimmed) == binary_part(data, 5, size - 5)
     assert {trimmed.size, trimmed.capacity} == {size - 5, size - 5}
 

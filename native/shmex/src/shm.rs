@@ -383,6 +383,11 @@ impl<'a> Shm<'a> {
         };
         match in_steps(scheduling, cost) {
             Some(step) => {
+                // Room for all of it first, as a whole copy reserves it.
+                if let Err(error) = new.reserve(0, right) {
+                    sys::unlink(&name);
+                    return Err(error.into());
+                }
                 let moving = Moving {
                     copy: Stepped::forward(right),
                     what: copy,
@@ -520,6 +525,9 @@ impl<'a> Shm<'a> {
         };
         match in_steps(scheduling, plan.cost()) {
             Some(step) => {
+                // Room for all of it first: a hole that cannot be filled
+                // fails the trim before it moves anything.
+                segment.reserve(0, moved)?;
                 let old = segment.len();
                 let moving = Moving {
                     copy: copy.stepped(moved),
