@@ -538,6 +538,7 @@ pub(crate) struct Plan {
     end: u64,
     /// How many bytes it copies.
     bytes: u64,
+    /// Through the mapping, or with `pread`/`pwrite`.
     route: Route,
     /// Bytes written that are pages not reserved yet.
     fresh: u64,

@@ -604,7 +604,9 @@ fn in_steps<S: Scheduling>(scheduling: &S, cost: Cost) -> Option<Duration> {
 /// long it has run.
 #[derive(Debug)]
 struct Stepped {
+    /// Bytes to copy in all.
     len: u64,
+    /// Bytes copied so far.
     done: u64,
     /// Parts go from the end to the start (a move up within a segment,
     /// onto bytes still to be moved).
@@ -662,8 +664,11 @@ impl Stepped {
 /// which file it was, and the copy's plan on it.
 #[derive(Debug)]
 struct Hold {
+    /// The copy's turn on the segment, ended when the copy is dropped.
     turn: Turn,
+    /// The file the copy began on.
     identity: Identity,
+    /// How the copy goes on this segment.
     plan: Plan,
 }
 
@@ -690,8 +695,11 @@ impl Hold {
 /// A read that goes on in steps: see [`Progress`].
 #[derive(Debug)]
 pub struct Reading<B> {
+    /// How far the read has come.
     copy: Stepped,
+    /// The segment read.
     source: Hold,
+    /// Where the bytes go.
     buffer: B,
 }
 
@@ -714,8 +722,11 @@ impl<B: DerefMut<Target = [u8]>> Reading<B> {
 /// A write that goes on in steps: see [`Progress`].
 #[derive(Debug)]
 pub struct Writing {
+    /// How far the write has come.
     copy: Stepped,
+    /// The segment written.
     target: Hold,
+    /// The struct's claims once the write is done.
     claim: Claim,
 }
 
@@ -791,14 +802,22 @@ enum Ending {
     /// copy stops short. The claims of the struct split and of the new
     /// segment.
     Split {
+        /// The new segment's name.
         name: ShmName,
+        /// The new segment, open.
         new: Segment,
+        /// The struct's claims after the split, and the new segment's.
         claims: (Claim, Claim),
     },
-    /// The segment appended to or trimmed, `old` bytes long before: set to
-    /// `size` bytes once done; if it was grown for the copy, put back to
-    /// `old` if the copy stops short.
-    Resize { old: u64, size: u64 },
+    /// The segment appended to or trimmed: set to `size` bytes once done;
+    /// if it was grown for the copy, put back to `old` bytes if the copy
+    /// stops short.
+    Resize {
+        /// Its size before the operation.
+        old: u64,
+        /// Its size after.
+        size: u64,
+    },
 }
 
 /// What a split, append or trim that went in steps made.
@@ -819,7 +838,9 @@ pub enum Moved {
 /// because another process shrank its segment).
 #[derive(Debug)]
 pub struct Moving {
+    /// How far the copy has come.
     copy: Stepped,
+    /// What it copies, part by part.
     what: Move,
     /// The segment split, appended to or trimmed.
     held: Hold,

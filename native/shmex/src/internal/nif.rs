@@ -28,7 +28,8 @@ const NORMAL_SCHEDULER: Duration = Duration::from_millis(1);
 const TIME_SLICE: Duration = Duration::from_millis(1);
 
 /// How long one step of a long copy on a dirty scheduler takes: a time
-/// slice.
+/// slice, while the copy is young (shorter once it has run long: see
+/// `schedule::step_budget`).
 pub const STEP: Duration = TIME_SLICE;
 
 /// A NIF call: on a normal scheduler it refuses work longer than about a
