@@ -182,7 +182,7 @@ impl<'a> Shm<'a> {
     /// Moves the data past `position` into a new guarded segment; this struct
     /// keeps the first `position` bytes. The claims of this struct's result,
     /// the new guard and the claims of the new segment.
-    pub fn split_at(&self, position: u64) -> Result<Parts> {
+    pub fn split_at(&self, position: u64) -> Result<(Claim, Guard, Claim)> {
         match self.split_at_with(&Blocking, position)? {
             Progress::Done(parts) => Ok(parts),
             Progress::Going(moving) => Option::from(moving.run_out()?).ok_or(Error::InvalidPayload),
