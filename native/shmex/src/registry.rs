@@ -523,7 +523,9 @@ mod tests {
         };
         for _ in 0..=MAP_AFTER + 1 {
             let turn = held.lock(Access::Exclusive);
-            turn.segment().unwrap().write(0, &[1; 4096]).unwrap();
+            let segment = turn.segment().unwrap();
+            let plan = segment.plan_write(0, 4096);
+            segment.write(&plan, 0, &[1; 4096]).unwrap();
         }
         assert!(mapped(), "busy enough to be mapped, and the mapping kept");
         // A call that finds the segment replaced under its name forgets it.
