@@ -25,7 +25,7 @@ use crate::background;
 use crate::budget::Slot;
 use crate::cost;
 use crate::error::Result;
-use crate::exclusion::{Access, Entered, Freed, Ticket, Turns, Wake, LEASE};
+use crate::exclusion::{Access, Entered, Freed, Ticket, Turns, Wake, LEASE_BEFORE_A_THREAD};
 use crate::mapping::Mapping;
 use crate::name::ShmName;
 use crate::segment::{Open, Segment};
@@ -151,11 +151,11 @@ impl Entry {
         while !state.turns.given_to_thread(ticket) {
             state = self
                 .released
-                .wait_timeout(state, LEASE)
+                .wait_timeout(state, LEASE_BEFORE_A_THREAD)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
             let mut freed = Freed::default();
-            state.turns.take_back_stale(&mut freed);
+            state.turns.take_back_stale(true, &mut freed);
             if freed.threads || !freed.wakes.is_empty() {
                 drop(state);
                 self.pass_on(freed);

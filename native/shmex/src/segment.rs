@@ -31,6 +31,34 @@ use crate::sys::{self, Identity, Status};
 /// How often [`Segment::create_unique`] draws a new name after `EEXIST`.
 const CREATE_ATTEMPTS: usize = 1000;
 
+/// Segments up to this size created [`Pages::Reserved`] have their pages
+/// reserved as they are made; larger ones start sparse all the same, their
+/// pages reserved when first mapped (which may be never).
+const RESERVED_AT_CREATION: u64 = 1 << 20;
+
+/// How a new segment's pages start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Pages {
+    /// Sparse, as `ftruncate` leaves them (Shmex 0.5.1's segments): pages
+    /// are allocated as they are written.
+    Sparse,
+    /// Reserved at once (`fallocate`, which sizes the file in the same call),
+    /// for a segment that is mapped and filled next, as C callers do; see
+    /// [`RESERVED_AT_CREATION`].
+    Reserved,
+}
+
+/// Sizes the new, empty segment `fd` to `len` bytes.
+fn size_new(fd: BorrowedFd, len: u64, pages: Pages) -> Result<()> {
+    let reserve = pages == Pages::Reserved && len > 0 && len <= RESERVED_AT_CREATION;
+    // Not reserved (a full /dev/shm), it starts sparse, as it would have:
+    // mapping it reserves its pages, or says ENOSPC.
+    if reserve && sys::allocate(fd, len).is_ok() {
+        return Ok(());
+    }
+    sys::resize(fd, len)
+}
+
 /// A segment's descriptor and what is known of it between calls. Shared by
 /// the calls on the segment; those that change it hold it exclusively (the
 /// caller's turn), those that read it may run together.
@@ -89,11 +117,24 @@ impl Open {
 }
 
 impl Segment {
-    /// Creates the segment `name`, `len` zero bytes long; `EEXIST` if it
-    /// exists. A segment that cannot be sized is unlinked again.
+    /// Creates the segment `name`, `len` zero bytes long and sparse;
+    /// `EEXIST` if it exists.
     pub fn create(name: &ShmName, len: u64) -> Result<Segment> {
+        Segment::create_as(name, len, Pages::Sparse)
+    }
+
+    /// Creates a sparse segment of `len` zero bytes under a fresh generated
+    /// name.
+    pub fn create_unique(len: u64) -> Result<(ShmName, Segment)> {
+        Segment::create_unique_as(len, Pages::Sparse)
+    }
+
+    /// Creates the segment `name`, `len` zero bytes long, its pages as
+    /// `pages` says; `EEXIST` if it exists. A segment that cannot be sized
+    /// is unlinked again.
+    pub fn create_as(name: &ShmName, len: u64, pages: Pages) -> Result<Segment> {
         let fd = sys::create(name)?;
-        let sized = sys::resize(fd.as_fd(), len).and_then(|()| sys::status_of(fd.as_fd()));
+        let sized = size_new(fd.as_fd(), len, pages).and_then(|()| sys::status_of(fd.as_fd()));
         match sized {
             Ok(status) => Ok(Segment::fresh(fd, status)),
             Err(error) => {
@@ -103,15 +144,16 @@ impl Segment {
         }
     }
 
-    /// Creates a segment of `len` zero bytes under a fresh generated name.
-    pub fn create_unique(len: u64) -> Result<(ShmName, Segment)> {
+    /// Creates a segment of `len` zero bytes under a fresh generated name,
+    /// its pages as `pages` says.
+    pub fn create_unique_as(len: u64, pages: Pages) -> Result<(ShmName, Segment)> {
         // A generated segment is only safe from leaking once this process's
         // session exists: a sweep finds it by its tag then.
         crate::leftovers::start();
         let mut attempts = 0;
         loop {
             let name = ShmName::generate();
-            match Segment::create(&name, len) {
+            match Segment::create_as(&name, len, pages) {
                 Err(Error::Os(Errno::EEXIST, _)) if attempts < CREATE_ATTEMPTS => attempts += 1,
                 created => return created.map(|segment| (name, segment)),
             }
@@ -644,5 +686,30 @@ mod tests {
         let segment = Segment::create(&name, 3 << 20).unwrap();
         sys::unlink(&name);
         assert_eq!(segment.plan_write(0, 3 << 20), Plan::into_new(3 << 20));
+    }
+
+    fn allocated(name: &ShmName) -> u64 {
+        sys::status_of_name(name).unwrap().allocated
+    }
+
+    #[test]
+    fn a_small_reserved_segment_has_its_pages_as_it_is_made() {
+        let (name, segment) = Segment::create_unique_as(10_000, Pages::Reserved).unwrap();
+        assert_eq!(segment.len(), 10_000);
+        assert!(allocated(&name) >= 10_000);
+        // Nothing left to reserve: mapping it all costs no fallocate.
+        assert!(segment.no_holes);
+        sys::unlink(&name);
+    }
+
+    #[test]
+    fn sparse_and_large_reserved_segments_start_without_pages() {
+        let (sparse, segment) = Segment::create_unique(10_000).unwrap();
+        assert_eq!((segment.len(), allocated(&sparse)), (10_000, 0));
+        let len = RESERVED_AT_CREATION + 1;
+        let (large, segment) = Segment::create_unique_as(len, Pages::Reserved).unwrap();
+        assert_eq!((segment.len(), allocated(&large)), (len, 0));
+        sys::unlink(&sparse);
+        sys::unlink(&large);
     }
 }
