@@ -11,7 +11,7 @@
 //! entry's.
 
 use std::ops::{Deref, DerefMut};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -21,7 +21,7 @@ use crate::error::{Error, Result, Syscall};
 use crate::exclusion::Access;
 use crate::guard::Guard;
 use crate::name::ShmName;
-use crate::registry::{self, Entry, InUse, Turn};
+use crate::registry::{self, Entry, Finish, InUse, Turn};
 use crate::schedule::{self, Blocking, Scheduling};
 use crate::segment::{Plan, Segment};
 use crate::sys::{self, Identity};
@@ -681,6 +681,18 @@ impl Hold {
         }
     }
 
+    /// See [`Turn::yield_to`].
+    #[cfg_attr(not(feature = "nif"), allow(dead_code))] // steps are for NIF calls
+    fn yield_to(&self, finish: &Weak<dyn Finish>) {
+        self.turn.yield_to(Weak::clone(finish));
+    }
+
+    /// See [`Turn::resume`].
+    #[cfg_attr(not(feature = "nif"), allow(dead_code))] // steps are for NIF calls
+    fn resume(&self) {
+        self.turn.resume();
+    }
+
     /// The segment, for the next step: still the file the copy began on,
     /// and still holding every byte the plan copies.
     fn segment(&self) -> Result<InUse<'_>> {
@@ -717,6 +729,22 @@ impl<B: DerefMut<Target = [u8]>> Reading<B> {
     pub fn into_buffer(self) -> B {
         self.buffer
     }
+
+    /// The copy waits between steps, for its caller to take the next:
+    /// until [`resume`](Self::resume)d, a thread that waits behind its
+    /// turns (a C or Rust call) may run the rest of it with `finish`.
+    #[cfg_attr(not(feature = "nif"), allow(dead_code))] // steps are for NIF calls
+    pub fn yield_to(&self, finish: &Weak<dyn Finish>) {
+        self.source.yield_to(finish);
+    }
+
+    /// The copy's caller takes its next step: call it before the step,
+    /// under whatever makes sure that the caller and a thread finishing it
+    /// do not both step it.
+    #[cfg_attr(not(feature = "nif"), allow(dead_code))] // steps are for NIF calls
+    pub fn resume(&self) {
+        self.source.resume();
+    }
 }
 
 /// A write that goes on in steps: see [`Progress`].
@@ -747,6 +775,22 @@ impl Writing {
     /// The struct's claims once the write is done.
     pub fn claim(&self) -> Claim {
         self.claim
+    }
+
+    /// The copy waits between steps, for its caller to take the next:
+    /// until [`resume`](Self::resume)d, a thread that waits behind its
+    /// turns (a C or Rust call) may run the rest of it with `finish`.
+    #[cfg_attr(not(feature = "nif"), allow(dead_code))] // steps are for NIF calls
+    pub fn yield_to(&self, finish: &Weak<dyn Finish>) {
+        self.target.yield_to(finish);
+    }
+
+    /// The copy's caller takes its next step: call it before the step,
+    /// under whatever makes sure that the caller and a thread finishing it
+    /// do not both step it.
+    #[cfg_attr(not(feature = "nif"), allow(dead_code))] // steps are for NIF calls
+    pub fn resume(&self) {
+        self.target.resume();
     }
 }
 
@@ -882,6 +926,29 @@ impl Moving {
                 Ok(Moved::Resized(Claim::full(size)))
             }
             None => Err(Error::InvalidPayload),
+        }
+    }
+
+    /// The copy waits between steps, for its caller to take the next:
+    /// until [`resume`](Self::resume)d, a thread that waits behind its
+    /// turns (a C or Rust call) may run the rest of it with `finish`
+    /// (for a copy between two segments, the same `finish` on each).
+    #[cfg_attr(not(feature = "nif"), allow(dead_code))] // steps are for NIF calls
+    pub fn yield_to(&self, finish: &Weak<dyn Finish>) {
+        self.held.yield_to(finish);
+        if let Some(source) = &self.source {
+            source.yield_to(finish);
+        }
+    }
+
+    /// The copy's caller takes its next step: call it before the step,
+    /// under whatever makes sure that the caller and a thread finishing it
+    /// do not both step it.
+    #[cfg_attr(not(feature = "nif"), allow(dead_code))] // steps are for NIF calls
+    pub fn resume(&self) {
+        self.held.resume();
+        if let Some(source) = &self.source {
+            source.resume();
         }
     }
 
