@@ -97,8 +97,9 @@ struct State {
     yielded: Vec<Yielded>,
 }
 
-/// Work that holds turns between its steps (see [`Turn::yield_to`]), run to
-/// its end by a thread that waits behind one of them: see the module docs.
+/// Work that holds turns between its steps (see `Turn::yield_to`), run to
+/// its end by a thread that waits behind one of them: see the `registry`
+/// module's docs.
 pub trait Finish: Send + Sync {
     /// Runs the rest of the work on the calling thread, and ends its turns;
     /// nothing if it has ended, or another thread runs it. Leaves what the
