@@ -24,15 +24,18 @@
 //! state (`Steps`) with its turns, as the `shmex` crate's `Finish`: a thread
 //! blocked behind them runs the rest of the copy, ends its turns and leaves
 //! what the copy made (`Copying::Finished`), which the continuation replies
-//! with when it runs. The continuation and a finishing thread each take the
-//! state's mutex for what they do, the continuation withdrawing the copy
-//! from finishers first: each step is taken by one of them. A write's data
-//! is kept for that in an environment of the state's own (`Data`).
+//! with when it runs. The continuation steps the copy under the state's
+//! mutex, having withdrawn it from finishers; a finishing thread takes the
+//! copy out under the mutex (`Copying::Finishing`): each step is taken by
+//! one of them. A continuation that finds the copy being finished waits a
+//! step's time for it, then reschedules itself again, leaving its scheduler
+//! to other work. A write's data is kept in an environment of the state's
+//! own (`Data`), for whichever thread writes it.
 
 use std::ffi::CString;
 use std::ops::{Deref, DerefMut};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use rustler::codegen_runtime::{c_char, c_int, c_uint};
@@ -240,14 +243,20 @@ unsafe extern "C" fn no_dirty(
 struct Stepping(Arc<Steps>);
 
 /// The state of a copy going on in steps, stepped by its continuation or
-/// finished by a thread that waits behind it, each under the mutex.
-struct Steps(Mutex<Copying>);
+/// finished by a thread that waits behind it.
+struct Steps {
+    copying: Mutex<Copying>,
+    /// Told when a thread that finished the copy left what it made.
+    finished: Condvar,
+}
 
 enum Copying {
     Read(Reading<OwnedBinary>),
     Write(Writing, Data),
     /// A split, append or trim.
     Move(Box<Moving>),
+    /// Taken out, and run to its end, by a thread that waits behind it.
+    Finishing,
     /// Run to its end by a thread that waited behind it (or ended by an
     /// error, or a panic): what it made, for the continuation to reply with.
     Finished(Ended),
@@ -309,7 +318,10 @@ impl Stepping {
     /// The state of `copying`, which is to go on in steps, as a term; from
     /// now on, a thread that waits behind the copy may finish it.
     fn term(env: Env<'_>, copying: Copying) -> Term<'_> {
-        let steps = Arc::new(Steps(Mutex::new(copying)));
+        let steps = Arc::new(Steps {
+            copying: Mutex::new(copying),
+            finished: Condvar::new(),
+        });
         steps.lock().yield_to(&steps);
         ResourceArc::new(Stepping(steps)).encode(env)
     }
@@ -317,31 +329,52 @@ impl Stepping {
 
 impl Steps {
     fn lock(&self) -> MutexGuard<'_, Copying> {
-        // A step that panicked left the copy `Finished`.
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        // Steps catch their panics: nothing is left half done.
+        self.copying.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The copy, for its continuation to step: once no thread finishes it,
+    /// or `None` if one still does after about a step's time.
+    fn for_step(&self) -> Option<MutexGuard<'_, Copying>> {
+        let finishing = |copying: &mut Copying| matches!(copying, Copying::Finishing);
+        let (copying, _) = self
+            .finished
+            .wait_timeout_while(self.lock(), STEP, finishing)
+            .unwrap_or_else(PoisonError::into_inner);
+        (!matches!(*copying, Copying::Finishing)).then_some(copying)
     }
 }
 
 impl Finish for Steps {
-    /// Runs the rest of the copy, unless it has ended (its continuation,
-    /// or another thread, ran it to the end while this one waited for the
-    /// mutex); its continuation replies with what it made.
+    /// Runs the rest of the copy, unless it has ended or another thread
+    /// runs it; its continuation replies with what it made.
     fn finish(&self) {
         let mut copying = self.lock();
-        if matches!(*copying, Copying::Finished(_) | Copying::Gone) {
+        if !copying.goes_on() {
             return;
         }
         copying.resume();
+        let mut taken = std::mem::replace(&mut *copying, Copying::Finishing);
+        drop(copying);
         let ended = loop {
-            if let Some(ended) = copying.step(Duration::MAX) {
+            if let Some(ended) = taken.step(Duration::MAX) {
                 break ended;
             }
         };
-        *copying = Copying::Finished(ended);
+        *self.lock() = Copying::Finished(ended);
+        self.finished.notify_all();
     }
 }
 
 impl Copying {
+    /// Whether the copy is there to step.
+    fn goes_on(&self) -> bool {
+        matches!(
+            self,
+            Copying::Read(_) | Copying::Write(..) | Copying::Move(_)
+        )
+    }
+
     /// Copies on for about `step`: how the copy ended (it is then `Gone`),
     /// or `None` while it goes on. A failed step leaves the segments as
     /// one failing in the copy's own call does.
@@ -350,7 +383,7 @@ impl Copying {
             Copying::Read(reading) => reading.step(step),
             Copying::Write(writing, data) => data.with(|data| writing.step(data, step)),
             Copying::Move(moving) => moving.step(step),
-            Copying::Finished(_) | Copying::Gone => Ok(true),
+            Copying::Finishing | Copying::Finished(_) | Copying::Gone => Ok(true),
         }));
         let ended = match stepped {
             Ok(Ok(false)) => return None,
@@ -366,7 +399,8 @@ impl Copying {
             Copying::Write(writing, _) => Ok(Done::Write(writing.claim())),
             Copying::Move(moving) => moving.finish().map(Done::Move).map_err(Stop::Failed),
             Copying::Finished(ended) => ended,
-            Copying::Gone => Err(Stop::Gone),
+            // Never stepped while finishing (see `Steps::for_step`).
+            Copying::Finishing | Copying::Gone => Err(Stop::Gone),
         }))
     }
 
@@ -377,7 +411,7 @@ impl Copying {
             Copying::Read(reading) => reading.yield_to(&finish),
             Copying::Write(writing, _) => writing.yield_to(&finish),
             Copying::Move(moving) => moving.yield_to(&finish),
-            Copying::Finished(_) | Copying::Gone => {}
+            Copying::Finishing | Copying::Finished(_) | Copying::Gone => {}
         }
     }
 
@@ -387,7 +421,7 @@ impl Copying {
             Copying::Read(reading) => reading.resume(),
             Copying::Write(writing, _) => writing.resume(),
             Copying::Move(moving) => moving.resume(),
-            Copying::Finished(_) | Copying::Gone => {}
+            Copying::Finishing | Copying::Finished(_) | Copying::Gone => {}
         }
     }
 }
@@ -517,9 +551,11 @@ fn go_on<'a>(
     decoded(|| {
         let state = args.first().ok_or(rustler::Error::BadArg)?;
         let stepping: ResourceArc<Stepping> = state.decode()?;
-        // Waits while a thread finishes the copy: it needs no scheduler
-        // to, and what it leaves is the reply.
-        let mut copying = stepping.0.lock();
+        let Some(mut copying) = stepping.0.for_step() else {
+            // A thread finishes the copy: this scheduler may do other work
+            // meanwhile.
+            return Ok(Outcome::Steps(this, args.to_vec()));
+        };
         // This step is ours: no thread is to finish the copy meanwhile.
         copying.resume();
         let Some(ended) = copying.step(STEP) else {
