@@ -25,7 +25,9 @@
 //! of the work itself, at once (its own turn cannot come before that work
 //! ends, and its thread has nothing else to do), outside the entry's mutex.
 //! The work ends its turns as it ends, and the thread goes on waiting for
-//! its own: the calls queued before it still go first.
+//! its own: the calls queued before it still go first. The entry holds the
+//! [`Finish`] weakly: work dropped between steps (its process killed) ends
+//! its turns as it is dropped, not when a thread next comes by.
 //!
 //! Owns the table of entries and what each keeps; knows nothing of claims or
 //! guards.
