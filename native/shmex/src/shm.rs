@@ -1214,6 +1214,77 @@ mod tests {
         guard
     }
 
+    /// A move paused between steps, which a call waiting behind it
+    /// finishes; what it came to.
+    struct Paused {
+        moving: std::sync::Mutex<Option<Moving>>,
+        ended: std::sync::Mutex<Option<Result<Moved>>>,
+    }
+
+    impl Finish for Paused {
+        fn finish(&self) {
+            if let Some(moving) = self.moving.lock().unwrap().take() {
+                *self.ended.lock().unwrap() = Some(moving.run_out());
+            }
+        }
+    }
+
+    fn pause(moving: Moving) -> Arc<Paused> {
+        let paused = Arc::new(Paused {
+            moving: std::sync::Mutex::new(Some(moving)),
+            ended: std::sync::Mutex::new(None),
+        });
+        let finish: Weak<dyn Finish> = Arc::downgrade(&paused) as Weak<Paused>;
+        let moving = paused.moving.lock().unwrap();
+        moving.as_ref().unwrap().yield_to(&finish);
+        drop(moving);
+        paused
+    }
+
+    /// An append of 8 MiB of [`pattern`] to `abc`, paused after its first
+    /// step: the target's and source's guards, and the append.
+    fn paused_append() -> (Guard, Guard, Arc<Paused>) {
+        let target = allocate(b"abc");
+        let source = allocate(&pattern(8 * MIB));
+        let shm = Shm::of_guard(&target, Claim::full(3));
+        let from = Shm::of_guard(&source, Claim::full(8 * MIB));
+        let mut append = going(shm.append_with(&InSteps::default(), &from).unwrap());
+        assert!(!append.step(Duration::ZERO).unwrap());
+        (target, source, pause(append))
+    }
+
+    #[test]
+    fn an_append_paused_between_steps_is_finished_by_a_call_waiting_behind_it() {
+        let (target, _source, paused) = paused_append();
+        // The append holds the target: this read waits for it, on this
+        // thread, and so runs the rest of it.
+        let len = 8 * MIB + 3;
+        let read = Shm::of_guard(&target, Claim::full(len)).read(len).unwrap();
+        assert_eq!(read, [&b"abc"[..], &pattern(8 * MIB)].concat());
+        let moved = paused.ended.lock().unwrap().take().unwrap().unwrap();
+        assert_eq!(Option::<Claim>::from(moved), Some(Claim::full(len)));
+    }
+
+    #[test]
+    fn an_append_failing_as_a_waiting_call_finishes_it_puts_the_target_back() {
+        let (target, source, paused) = paused_append();
+        // Another OS process shrinks the source meanwhile.
+        let path = [&b"/dev/shm"[..], &source.name().to_posix()].concat();
+        let path = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&path);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .and_then(|file| file.set_len(MIB))
+            .unwrap();
+        assert_eq!(
+            Shm::of_guard(&target, Claim::full(3)).read(3).unwrap(),
+            b"abc"
+        );
+        let ended = paused.ended.lock().unwrap().take().unwrap();
+        assert_eq!(ended.err(), Some(Error::InvalidPayload));
+        assert_eq!(size_of(&target), 3, "put back as a failed append is");
+    }
+
     #[test]
     fn every_spelling_of_a_name_is_the_same_segment() {
         let guard = allocate(&[7; 100_000]);
