@@ -30,7 +30,8 @@ defmodule Shmex.Test.Beam do
   Evaluates `code` in a new BEAM; returns `{output, exit_status}`.
 
   Options: `shm_megabytes:` a private /dev/shm of that size, `ulimit:` a
-  `ulimit` argument string (`"-n 64"`), `timeout:` in milliseconds.
+  `ulimit` argument string (`"-n 64"`), `erl:` the VM's flags (`"+SDcpu
+  2:2"`), `timeout:` in milliseconds.
   """
   def run(code, opts \\ []) do
     port = Port.open({:spawn_executable, "/bin/sh"}, port_options(code, opts))
@@ -68,7 +69,8 @@ defmodule Shmex.Test.Beam do
     ebin = Path.dirname(:code.which(Shmex))
     limits = opts |> Keyword.get_values(:ulimit) |> Enum.map_join(&"ulimit #{&1} && ")
     mount = if mb = opts[:shm_megabytes], do: mount(mb) <> " && ", else: ""
-    inner = ~s(#{limits}#{mount}exec elixir -pa "$1" -e "$2")
+    erl = if flags = opts[:erl], do: ~s(--erl "#{flags}" ), else: ""
+    inner = ~s(#{limits}#{mount}exec elixir #{erl}-pa "$1" -e "$2")
 
     script =
       if opts[:shm_megabytes], do: ~s(exec unshare -m sh -c '#{inner}' sh "$1" "$2"), else: inner

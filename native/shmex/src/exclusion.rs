@@ -193,6 +193,14 @@ impl Turns {
         });
     }
 
+    /// Whether a blocked thread waits for a turn.
+    #[cfg_attr(not(feature = "nif"), allow(dead_code))] // steps are for NIF calls
+    pub fn threads_wait(&self) -> bool {
+        self.queue
+            .iter()
+            .any(|waiting| matches!(waiting.waiter, Waiter::Thread))
+    }
+
     /// Whether the blocked thread holding `ticket` has been given its turn
     /// (it then has it).
     pub fn given_to_thread(&mut self, ticket: Ticket) -> bool {

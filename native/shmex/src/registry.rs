@@ -11,6 +11,24 @@
 //! (and perhaps gave it to a new segment), the call opens the name anew.
 //! So behaviour does not depend on whether a segment was kept open.
 //!
+//! # Helping a copy that waits between steps
+//!
+//! Work that goes on in steps (a NIF that reschedules itself on a dirty
+//! scheduler) keeps its turns between steps ([`Turn`]), while it waits in the
+//! VM's run queue. A call that waits for its turn on its own thread (C and
+//! Rust calls, [`Entry::lock`]) holds that thread meanwhile: were such calls
+//! to fill every dirty scheduler, waiting behind a copy that needs one of
+//! them for its next step, nothing would ever run again. So work that waits
+//! between steps leaves a [`Finish`] with its turns ([`Turn::yield_to`]),
+//! and takes it back when its next step starts ([`Turn::resume`]); a thread
+//! blocked in [`Entry::lock`] behind such a turn takes it and runs the rest
+//! of the work itself, at once (its own turn cannot come before that work
+//! ends, and its thread has nothing else to do), outside the entry's mutex.
+//! The work ends its turns as it ends, and the thread goes on waiting for
+//! its own: the calls queued before it still go first. The entry holds the
+//! [`Finish`] weakly: work dropped between steps (its process killed) ends
+//! its turns as it is dropped, not when a thread next comes by.
+//!
 //! Owns the table of entries and what each keeps; knows nothing of claims or
 //! guards.
 
@@ -18,6 +36,7 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::ops::{Deref, DerefMut};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, PoisonError, Weak};
 
@@ -75,6 +94,32 @@ struct State {
     /// the last guard of a file unlinks it, whatever guards the name's
     /// other files have.
     guarded: Vec<(Identity, usize)>,
+    /// The work holding turns here that waits between two of its steps,
+    /// for a blocked thread to finish.
+    yielded: Vec<Yielded>,
+}
+
+/// Work that holds turns between its steps (see `Turn::yield_to`), run to
+/// its end by a thread that waits behind one of them: see the `registry`
+/// module's docs.
+pub trait Finish: Send + Sync {
+    /// Runs the rest of the work on the calling thread, and ends its turns;
+    /// nothing if it has ended, or another thread runs it. Leaves what the
+    /// work made, or its error, for whoever waits for it. Must not panic.
+    fn finish(&self);
+}
+
+/// The work holding the turn `turn` waits between steps; `finish` runs the
+/// rest of it.
+struct Yielded {
+    turn: Ticket,
+    finish: Weak<dyn Finish>,
+}
+
+impl std::fmt::Debug for Yielded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Yielded").field(&self.turn).finish()
+    }
 }
 
 /// A segment kept open between calls, with the budget slot that allows it.
@@ -109,6 +154,8 @@ pub(crate) struct Held<'e> {
 pub(crate) struct Turn {
     entry: Arc<Entry>,
     access: Access,
+    /// Which turn it is, among the entry's [`Yielded`].
+    id: Ticket,
 }
 
 /// The entry of the segment `name`, made if there is none.
@@ -149,6 +196,19 @@ impl Entry {
         let ticket = next_ticket();
         state.turns.block(access, ticket);
         while !state.turns.given_to_thread(ticket) {
+            // Work holding the segment waits between steps, perhaps for a
+            // scheduler this very thread (and others like it) holds: it is
+            // run to its end here.
+            if let Some(finish) = state.take_yielded() {
+                drop(state);
+                // A panic is the work's own business; this call waits on.
+                let _ = catch_unwind(AssertUnwindSafe(|| finish.finish()));
+                // Dropped before the entry's mutex is taken: this may be the
+                // last reference to the work, which ends its turns.
+                drop(finish);
+                state = self.state();
+                continue;
+            }
             state = self
                 .released
                 .wait_timeout(state, LEASE_BEFORE_A_THREAD)
@@ -316,6 +376,17 @@ impl Entry {
         self.pass_on(freed);
     }
 
+    /// Ends the turn `turn`, kept past its call, with what it left to
+    /// finish it.
+    fn end_kept(&self, access: Access, turn: Ticket) {
+        let mut freed = Freed::default();
+        let mut state = self.state();
+        state.forget_yielded(turn);
+        state.turns.release_into(access, &mut freed);
+        drop(state);
+        self.pass_on(freed);
+    }
+
     /// Tells the calls given their turn: notifies blocked threads, runs the
     /// wake-ups of parked calls (each sends its message as it can).
     fn pass_on(&self, freed: Freed) {
@@ -334,6 +405,20 @@ impl Entry {
 }
 
 impl State {
+    /// Takes out work waiting between steps that is still there to finish.
+    fn take_yielded(&mut self) -> Option<Arc<dyn Finish>> {
+        while let Some(yielded) = self.yielded.pop() {
+            if let Some(finish) = yielded.finish.upgrade() {
+                return Some(finish);
+            }
+        }
+        None
+    }
+
+    fn forget_yielded(&mut self, turn: Ticket) {
+        self.yielded.retain(|yielded| yielded.turn != turn);
+    }
+
     /// What is kept of the segment, if it is `open` (and not another segment
     /// kept since under the same name).
     fn kept_as(&mut self, open: &Arc<Open>) -> Option<&mut Kept> {
@@ -403,6 +488,7 @@ impl<'e> Held<'e> {
         Turn {
             entry: Arc::clone(entry),
             access,
+            id: next_ticket(),
         }
     }
 }
@@ -427,11 +513,35 @@ impl Turn {
         });
         self.entry.segment(&kept)
     }
+
+    /// The work holding this turn waits between steps: a thread that waits
+    /// behind the turn (in [`Entry::lock`]) runs the rest of it with
+    /// `finish`, unless the work [resumes](Self::resume) first. Threads
+    /// waiting now are told at once.
+    pub fn yield_to(&self, finish: Weak<dyn Finish>) {
+        let mut state = self.entry.state();
+        state.forget_yielded(self.id);
+        state.yielded.push(Yielded {
+            turn: self.id,
+            finish,
+        });
+        let threads_wait = state.turns.threads_wait();
+        drop(state);
+        if threads_wait {
+            self.entry.released.notify_all();
+        }
+    }
+
+    /// The work holding this turn takes its next step itself: no thread
+    /// is to finish it now.
+    pub fn resume(&self) {
+        self.entry.state().forget_yielded(self.id);
+    }
 }
 
 impl Drop for Turn {
     fn drop(&mut self) {
-        self.entry.end(self.access);
+        self.entry.end_kept(self.access, self.id);
     }
 }
 
@@ -566,6 +676,101 @@ mod tests {
         assert!(shared
             .lock_or_park(Access::Shared, || 7, |_| Box::new(|| ()))
             .is_ok());
+    }
+
+    /// Work holding a turn between steps, which a thread finishes by ending
+    /// the turn; which thread did.
+    struct Work {
+        turn: Mutex<Option<Turn>>,
+        finished_by: Mutex<Option<std::thread::ThreadId>>,
+    }
+
+    impl Work {
+        fn holding(entry: &Arc<Entry>) -> Arc<Work> {
+            let turn = entry.lock(Access::Exclusive).keep(entry);
+            Arc::new(Work {
+                turn: Mutex::new(Some(turn)),
+                finished_by: Mutex::new(None),
+            })
+        }
+
+        fn yield_turn(self: &Arc<Work>) {
+            let finish: Weak<dyn Finish> = Arc::downgrade(self) as Weak<Work>;
+            self.turn.lock().unwrap().as_ref().unwrap().yield_to(finish);
+        }
+    }
+
+    impl Finish for Work {
+        fn finish(&self) {
+            if let Some(turn) = self.turn.lock().unwrap().take() {
+                *self.finished_by.lock().unwrap() = Some(std::thread::current().id());
+                drop(turn);
+            }
+        }
+    }
+
+    /// Takes a turn for `access` on another thread: that thread's id once
+    /// it has it.
+    fn lock_elsewhere(
+        entry: &Arc<Entry>,
+        access: Access,
+    ) -> std::sync::mpsc::Receiver<std::thread::ThreadId> {
+        let (sender, got) = std::sync::mpsc::channel();
+        let entry = Arc::clone(entry);
+        std::thread::spawn(move || {
+            let _held = entry.lock(access);
+            let _ = sender.send(std::thread::current().id());
+        });
+        got
+    }
+
+    const LONG: std::time::Duration = std::time::Duration::from_secs(10);
+
+    #[test]
+    fn a_blocked_thread_finishes_the_work_between_steps_it_waits_behind() {
+        let scratch = Scratch::new(1);
+        let shared = entry(&scratch.name);
+        let work = Work::holding(&shared);
+        work.yield_turn();
+        // Nothing else would end the turn: without help, it waits for ever.
+        let helper = lock_elsewhere(&shared, Access::Shared).recv_timeout(LONG);
+        assert!(helper.is_ok(), "the blocked thread had its turn");
+        assert_eq!(helper.ok(), *work.finished_by.lock().unwrap());
+        assert!(shared.state().yielded.is_empty());
+    }
+
+    #[test]
+    fn work_that_resumed_is_left_to_itself_until_it_waits_again() {
+        let scratch = Scratch::new(1);
+        let shared = entry(&scratch.name);
+        let work = Work::holding(&shared);
+        work.yield_turn();
+        work.turn.lock().unwrap().as_ref().unwrap().resume();
+        let got = lock_elsewhere(&shared, Access::Exclusive);
+        let short = std::time::Duration::from_millis(50);
+        assert!(got.recv_timeout(short).is_err(), "waits: the work steps");
+        // Between steps again, with the thread waiting: it is told.
+        work.yield_turn();
+        let helper = got.recv_timeout(LONG).ok();
+        assert!(helper.is_some(), "the blocked thread had its turn");
+        assert_eq!(helper, *work.finished_by.lock().unwrap());
+    }
+
+    #[test]
+    fn a_turn_ended_or_work_gone_leaves_nothing_to_finish() {
+        let scratch = Scratch::new(1);
+        let shared = entry(&scratch.name);
+        let work = Work::holding(&shared);
+        work.yield_turn();
+        drop(work.turn.lock().unwrap().take());
+        assert!(shared.state().yielded.is_empty());
+        // Work dropped with its turn still yielded: the turn ends with it.
+        let work = Work::holding(&shared);
+        work.yield_turn();
+        drop(work);
+        assert!(shared.state().yielded.is_empty());
+        let got = lock_elsewhere(&shared, Access::Exclusive).recv_timeout(LONG);
+        assert!(got.is_ok());
     }
 
     #[test]

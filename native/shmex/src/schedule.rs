@@ -19,6 +19,12 @@
 //! comes after about 0.6 ms, not 2.5 ms), and a long copy alone loses only
 //! the cost of rescheduling itself every quarter of a millisecond (a few
 //! microseconds).
+//!
+//! Between its steps a copy keeps its turns. A call that waits for one of
+//! them on its own thread (a C call, or a Rust one: [`Blocking`]) runs the
+//! rest of the copy itself, rather than hold its thread while the copy
+//! waits for a dirty scheduler (perhaps one such calls hold): see
+//! [`crate::registry`].
 
 use std::time::Duration;
 

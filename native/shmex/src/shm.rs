@@ -11,7 +11,7 @@
 //! entry's.
 
 use std::ops::{Deref, DerefMut};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -21,7 +21,7 @@ use crate::error::{Error, Result, Syscall};
 use crate::exclusion::Access;
 use crate::guard::Guard;
 use crate::name::ShmName;
-use crate::registry::{self, Entry, InUse, Turn};
+use crate::registry::{self, Entry, Finish, InUse, Turn};
 use crate::schedule::{self, Blocking, Scheduling};
 use crate::segment::{Plan, Segment};
 use crate::sys::{self, Identity};
@@ -681,6 +681,18 @@ impl Hold {
         }
     }
 
+    /// See [`Turn::yield_to`].
+    #[cfg_attr(not(feature = "nif"), allow(dead_code))] // steps are for NIF calls
+    fn yield_to(&self, finish: &Weak<dyn Finish>) {
+        self.turn.yield_to(Weak::clone(finish));
+    }
+
+    /// See [`Turn::resume`].
+    #[cfg_attr(not(feature = "nif"), allow(dead_code))] // steps are for NIF calls
+    fn resume(&self) {
+        self.turn.resume();
+    }
+
     /// The segment, for the next step: still the file the copy began on,
     /// and still holding every byte the plan copies.
     fn segment(&self) -> Result<InUse<'_>> {
@@ -717,6 +729,22 @@ impl<B: DerefMut<Target = [u8]>> Reading<B> {
     pub fn into_buffer(self) -> B {
         self.buffer
     }
+
+    /// The copy waits between steps, for its caller to take the next:
+    /// until [`resume`](Self::resume)d, a thread that waits behind its
+    /// turns (a C or Rust call) may run the rest of it with `finish`.
+    #[cfg_attr(not(feature = "nif"), allow(dead_code))] // steps are for NIF calls
+    pub fn yield_to(&self, finish: &Weak<dyn Finish>) {
+        self.source.yield_to(finish);
+    }
+
+    /// The copy's caller takes its next step: call it before the step,
+    /// under whatever makes sure that the caller and a thread finishing it
+    /// do not both step it.
+    #[cfg_attr(not(feature = "nif"), allow(dead_code))] // steps are for NIF calls
+    pub fn resume(&self) {
+        self.source.resume();
+    }
 }
 
 /// A write that goes on in steps: see [`Progress`].
@@ -747,6 +775,22 @@ impl Writing {
     /// The struct's claims once the write is done.
     pub fn claim(&self) -> Claim {
         self.claim
+    }
+
+    /// The copy waits between steps, for its caller to take the next:
+    /// until [`resume`](Self::resume)d, a thread that waits behind its
+    /// turns (a C or Rust call) may run the rest of it with `finish`.
+    #[cfg_attr(not(feature = "nif"), allow(dead_code))] // steps are for NIF calls
+    pub fn yield_to(&self, finish: &Weak<dyn Finish>) {
+        self.target.yield_to(finish);
+    }
+
+    /// The copy's caller takes its next step: call it before the step,
+    /// under whatever makes sure that the caller and a thread finishing it
+    /// do not both step it.
+    #[cfg_attr(not(feature = "nif"), allow(dead_code))] // steps are for NIF calls
+    pub fn resume(&self) {
+        self.target.resume();
     }
 }
 
@@ -882,6 +926,29 @@ impl Moving {
                 Ok(Moved::Resized(Claim::full(size)))
             }
             None => Err(Error::InvalidPayload),
+        }
+    }
+
+    /// The copy waits between steps, for its caller to take the next:
+    /// until [`resume`](Self::resume)d, a thread that waits behind its
+    /// turns (a C or Rust call) may run the rest of it with `finish`
+    /// (for a copy between two segments, the same `finish` on each).
+    #[cfg_attr(not(feature = "nif"), allow(dead_code))] // steps are for NIF calls
+    pub fn yield_to(&self, finish: &Weak<dyn Finish>) {
+        self.held.yield_to(finish);
+        if let Some(source) = &self.source {
+            source.yield_to(finish);
+        }
+    }
+
+    /// The copy's caller takes its next step: call it before the step,
+    /// under whatever makes sure that the caller and a thread finishing it
+    /// do not both step it.
+    #[cfg_attr(not(feature = "nif"), allow(dead_code))] // steps are for NIF calls
+    pub fn resume(&self) {
+        self.held.resume();
+        if let Some(source) = &self.source {
+            source.resume();
         }
     }
 
@@ -1145,6 +1212,77 @@ mod tests {
         let guard = Shm::allocate(None, Claim::full(data.len() as u64)).unwrap();
         Shm::of_guard(&guard, Claim::full(0)).write(data).unwrap();
         guard
+    }
+
+    /// A move paused between steps, which a call waiting behind it
+    /// finishes; what it came to.
+    struct Paused {
+        moving: std::sync::Mutex<Option<Moving>>,
+        ended: std::sync::Mutex<Option<Result<Moved>>>,
+    }
+
+    impl Finish for Paused {
+        fn finish(&self) {
+            if let Some(moving) = self.moving.lock().unwrap().take() {
+                *self.ended.lock().unwrap() = Some(moving.run_out());
+            }
+        }
+    }
+
+    fn pause(moving: Moving) -> Arc<Paused> {
+        let paused = Arc::new(Paused {
+            moving: std::sync::Mutex::new(Some(moving)),
+            ended: std::sync::Mutex::new(None),
+        });
+        let finish: Weak<dyn Finish> = Arc::downgrade(&paused) as Weak<Paused>;
+        let moving = paused.moving.lock().unwrap();
+        moving.as_ref().unwrap().yield_to(&finish);
+        drop(moving);
+        paused
+    }
+
+    /// An append of 8 MiB of [`pattern`] to `abc`, paused after its first
+    /// step: the target's and source's guards, and the append.
+    fn paused_append() -> (Guard, Guard, Arc<Paused>) {
+        let target = allocate(b"abc");
+        let source = allocate(&pattern(8 * MIB));
+        let shm = Shm::of_guard(&target, Claim::full(3));
+        let from = Shm::of_guard(&source, Claim::full(8 * MIB));
+        let mut append = going(shm.append_with(&InSteps::default(), &from).unwrap());
+        assert!(!append.step(Duration::ZERO).unwrap());
+        (target, source, pause(append))
+    }
+
+    #[test]
+    fn an_append_paused_between_steps_is_finished_by_a_call_waiting_behind_it() {
+        let (target, _source, paused) = paused_append();
+        // The append holds the target: this read waits for it, on this
+        // thread, and so runs the rest of it.
+        let len = 8 * MIB + 3;
+        let read = Shm::of_guard(&target, Claim::full(len)).read(len).unwrap();
+        assert_eq!(read, [&b"abc"[..], &pattern(8 * MIB)].concat());
+        let moved = paused.ended.lock().unwrap().take().unwrap().unwrap();
+        assert_eq!(Option::<Claim>::from(moved), Some(Claim::full(len)));
+    }
+
+    #[test]
+    fn an_append_failing_as_a_waiting_call_finishes_it_puts_the_target_back() {
+        let (target, source, paused) = paused_append();
+        // Another OS process shrinks the source meanwhile.
+        let path = [&b"/dev/shm"[..], &source.name().to_posix()].concat();
+        let path = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&path);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .and_then(|file| file.set_len(MIB))
+            .unwrap();
+        assert_eq!(
+            Shm::of_guard(&target, Claim::full(3)).read(3).unwrap(),
+            b"abc"
+        );
+        let ended = paused.ended.lock().unwrap().take().unwrap();
+        assert_eq!(ended.err(), Some(Error::InvalidPayload));
+        assert_eq!(size_of(&target), 3, "put back as a failed append is");
     }
 
     #[test]

@@ -13,26 +13,45 @@
 //! write, split, append or trim of many milliseconds copies about a
 //! millisecond at a time (less once it has run long: see the `shmex`
 //! crate's `schedule` module) and reschedules itself between steps
-//! (`Outcome::Steps`), holding its turns on the segments, so that work queued meanwhile on the dirty schedulers (this
-//! library's or any other's) gets its share.
+//! (`Outcome::Steps`), holding its turns on the segments, so that work
+//! queued meanwhile on the dirty schedulers (this library's or any other's)
+//! gets its share.
+//!
+//! Between steps, a copy may be finished by another thread: a C or Rust
+//! call that waits for its turn on the copy's segment blocks its scheduler
+//! thread, and such calls filling every dirty scheduler would keep the copy
+//! from its next step for ever. So a copy that reschedules itself leaves its
+//! state (`Steps`) with its turns, as the `shmex` crate's `Finish`: a thread
+//! blocked behind them runs the rest of the copy, ends its turns and leaves
+//! what the copy made (`Copying::Finished`), which the continuation replies
+//! with when it runs. The continuation steps the copy under the state's
+//! mutex, having withdrawn it from finishers; a finishing thread takes the
+//! copy out under the mutex (`Copying::Finishing`): each step is taken by
+//! one of them. A continuation that finds the copy being finished waits a
+//! step's time for it, then reschedules itself again, leaving its scheduler
+//! to other work. A write's data is kept in an environment of the state's
+//! own (`Data`), for whichever thread writes it.
 
 use std::ffi::CString;
 use std::ops::{Deref, DerefMut};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
 
 use rustler::codegen_runtime::{c_char, c_int, c_uint};
 use rustler::codegen_runtime::{NifReturnable, NifReturned};
+use rustler::env::SavedTerm;
 use rustler::sys::{ErlNifEnv, ErlNifTerm};
 use rustler::types::atom;
 use rustler::{
-    Binary, Encoder, Env, NewBinary, NifMap, NifResult, OwnedBinary, ResourceArc, SchedulerFlags,
-    Term,
+    Binary, Encoder, Env, NewBinary, NifMap, NifResult, OwnedBinary, OwnedEnv, ResourceArc,
+    SchedulerFlags, Term,
 };
 use shmex::internal::{
-    self, decode_size, Moved, Moving, OnScheduler, Progress, Reading, Refusal, Writing, STEP,
+    self, decode_size, Finish, Moved, Moving, OnScheduler, Progress, Reading, Refusal, Writing,
+    STEP,
 };
-use shmex::{guarded_struct, ArgumentError, Shm, ShmexTerm};
+use shmex::{guarded_struct, ArgumentError, Claim, Shm, ShmexTerm};
 
 /// Declares the operation `$name` (the function of that name here, taking
 /// the NIF's arguments `$arg`) as a NIF of `Shmex.Native.Nif`: its entry
@@ -220,39 +239,190 @@ unsafe extern "C" fn no_dirty(
 
 /// A copy going on in steps, between two of them: its state, held by the
 /// continuation's argument. Dropped with the last reference to it (the
-/// process exits mid-copy), it ends the copy's turn on the segment.
-struct Stepping(Mutex<Option<Copying>>);
+/// process exits mid-copy), it ends the copy's turns on the segments.
+struct Stepping(Arc<Steps>);
+
+/// The state of a copy going on in steps, stepped by its continuation or
+/// finished by a thread that waits behind it.
+struct Steps {
+    copying: Mutex<Copying>,
+    /// Told when a thread that finished the copy left what it made.
+    finished: Condvar,
+}
 
 enum Copying {
     Read(Reading<OwnedBinary>),
-    Write(Writing),
+    Write(Writing, Data),
     /// A split, append or trim.
     Move(Box<Moving>),
+    /// Taken out, and run to its end, by a thread that waits behind it.
+    Finishing,
+    /// Run to its end by a thread that waited behind it (or ended by an
+    /// error, or a panic): what it made, for the continuation to reply with.
+    Finished(Ended),
+    /// Replied with.
+    Gone,
+}
+
+/// What a copy made.
+enum Done {
+    Read(OwnedBinary),
+    /// The written struct's claims.
+    Write(Claim),
+    Move(Moved),
+}
+
+/// Why a copy stopped short.
+enum Stop {
+    Failed(shmex::Error),
+    Panicked,
+    /// It was replied with already.
+    Gone,
+}
+
+/// How a copy ended.
+type Ended = Result<Done, Stop>;
+
+/// A write's data, kept for the write in an environment of its own, so that
+/// a thread that is not the caller's can finish it: a copy of the binary's
+/// term, which for a reference-counted binary copies the reference alone.
+struct Data {
+    env: OwnedEnv,
+    data: SavedTerm,
+}
+
+impl Data {
+    /// Keeps the binary `data`.
+    fn new(data: Term<'_>) -> Data {
+        let env = OwnedEnv::new();
+        let data = env.save(data);
+        Data { env, data }
+    }
+
+    /// Runs `f` on the bytes.
+    fn with<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
+        self.env
+            .run(|env| match Binary::from_term(self.data.load(env)) {
+                Ok(data) => f(data.as_slice()),
+                // Saved as a binary: cannot happen; a write of the wrong
+                // length fails.
+                Err(_) => f(&[]),
+            })
+    }
 }
 
 #[rustler::resource_impl]
 impl rustler::Resource for Stepping {}
 
 impl Stepping {
+    /// The state of `copying`, which is to go on in steps, as a term; from
+    /// now on, a thread that waits behind the copy may finish it.
     fn term(env: Env<'_>, copying: Copying) -> Term<'_> {
-        ResourceArc::new(Stepping(Mutex::new(Some(copying)))).encode(env)
+        let steps = Arc::new(Steps {
+            copying: Mutex::new(copying),
+            finished: Condvar::new(),
+        });
+        steps.lock().yield_to(&steps);
+        ResourceArc::new(Stepping(steps)).encode(env)
+    }
+}
+
+impl Steps {
+    fn lock(&self) -> MutexGuard<'_, Copying> {
+        // Steps catch their panics: nothing is left half done.
+        self.copying.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The copy, taken out (put back by the step if it goes on).
-    fn take(term: Term<'_>) -> NifResult<Copying> {
-        let stepping: ResourceArc<Stepping> = term.decode()?;
-        let copying = stepping
-            .0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        copying.ok_or(rustler::Error::BadArg)
+    /// The copy, for its continuation to step: once no thread finishes it,
+    /// or `None` if one still does after about a step's time.
+    fn for_step(&self) -> Option<MutexGuard<'_, Copying>> {
+        let finishing = |copying: &mut Copying| matches!(copying, Copying::Finishing);
+        let (copying, _) = self
+            .finished
+            .wait_timeout_while(self.lock(), STEP, finishing)
+            .unwrap_or_else(PoisonError::into_inner);
+        (!matches!(*copying, Copying::Finishing)).then_some(copying)
+    }
+}
+
+impl Finish for Steps {
+    /// Runs the rest of the copy, unless it has ended or another thread
+    /// runs it; its continuation replies with what it made.
+    fn finish(&self) {
+        let mut copying = self.lock();
+        if !copying.goes_on() {
+            return;
+        }
+        copying.resume();
+        let mut taken = std::mem::replace(&mut *copying, Copying::Finishing);
+        drop(copying);
+        let ended = loop {
+            if let Some(ended) = taken.step(Duration::MAX) {
+                break ended;
+            }
+        };
+        *self.lock() = Copying::Finished(ended);
+        self.finished.notify_all();
+    }
+}
+
+impl Copying {
+    /// Whether the copy is there to step.
+    fn goes_on(&self) -> bool {
+        matches!(
+            self,
+            Copying::Read(_) | Copying::Write(..) | Copying::Move(_)
+        )
     }
 
-    fn put_back(term: Term<'_>, copying: Copying) -> NifResult<()> {
-        let stepping: ResourceArc<Stepping> = term.decode()?;
-        *stepping.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(copying);
-        Ok(())
+    /// Copies on for about `step`: how the copy ended (it is then `Gone`),
+    /// or `None` while it goes on. A failed step leaves the segments as
+    /// one failing in the copy's own call does.
+    fn step(&mut self, step: Duration) -> Option<Ended> {
+        let stepped = catch_unwind(AssertUnwindSafe(|| match self {
+            Copying::Read(reading) => reading.step(step),
+            Copying::Write(writing, data) => data.with(|data| writing.step(data, step)),
+            Copying::Move(moving) => moving.step(step),
+            Copying::Finishing | Copying::Finished(_) | Copying::Gone => Ok(true),
+        }));
+        let ended = match stepped {
+            Ok(Ok(false)) => return None,
+            Ok(Ok(true)) => Ok(()),
+            Ok(Err(error)) => Err(Stop::Failed(error)),
+            Err(_) => Err(Stop::Panicked),
+        };
+        // Dropped, a copy stopped short ends its turns, and undoes what it
+        // can (see `Moving`).
+        let copying = std::mem::replace(self, Copying::Gone);
+        Some(ended.and_then(|()| match copying {
+            Copying::Read(reading) => Ok(Done::Read(reading.into_buffer())),
+            Copying::Write(writing, _) => Ok(Done::Write(writing.claim())),
+            Copying::Move(moving) => moving.finish().map(Done::Move).map_err(Stop::Failed),
+            Copying::Finished(ended) => ended,
+            // Never stepped while finishing (see `Steps::for_step`).
+            Copying::Finishing | Copying::Gone => Err(Stop::Gone),
+        }))
+    }
+
+    /// See `Reading::yield_to`: the state is `steps`.
+    fn yield_to(&self, steps: &Arc<Steps>) {
+        let finish: Weak<dyn Finish> = Arc::downgrade(steps) as Weak<Steps>;
+        match self {
+            Copying::Read(reading) => reading.yield_to(&finish),
+            Copying::Write(writing, _) => writing.yield_to(&finish),
+            Copying::Move(moving) => moving.yield_to(&finish),
+            Copying::Finishing | Copying::Finished(_) | Copying::Gone => {}
+        }
+    }
+
+    /// See `Reading::resume`.
+    fn resume(&self) {
+        match self {
+            Copying::Read(reading) => reading.resume(),
+            Copying::Write(writing, _) => writing.resume(),
+            Copying::Move(moving) => moving.resume(),
+            Copying::Finishing | Copying::Finished(_) | Copying::Gone => {}
+        }
     }
 }
 
@@ -358,39 +528,47 @@ unsafe extern "C" fn read_step(
     argv: *const ErlNifTerm,
 ) -> ErlNifTerm {
     fn step<'a>(env: Env<'a>, args: &[Term<'a>]) -> Outcome<'a> {
-        go_on(env, args, read_step, |copying| {
-            let Copying::Read(mut reading) = copying else {
-                return Err(rustler::Error::BadArg);
-            };
-            Ok(match reading.step(STEP)? {
-                true => Ok(read_reply(env, reading.into_buffer())),
-                false => Err(Copying::Read(reading)),
-            })
+        go_on(env, args, read_step, |done| match done {
+            Done::Read(data) => Ok(read_reply(env, data)),
+            _ => Err(rustler::Error::BadArg),
         })
     }
     // SAFETY: the VM calls this as the read continued, with its arguments.
     unsafe { continued(env, argc, argv, step) }
 }
 
-/// A step of a copy whose state is `args[0]`: `step` takes it and gives
-/// the reply, or the state back to go on with (as `this`, with `args`).
+/// A step of a copy whose state is `args[0]`, continued as `this` with
+/// `args` while it goes on; once it has ended (in this step, or finished by
+/// another thread meanwhile), `reply` gives the reply to what it made.
 fn go_on<'a>(
     env: Env<'a>,
     args: &[Term<'a>],
     this: NifFn,
-    step: impl FnOnce(Copying) -> NifResult<Result<Term<'a>, Copying>>,
+    reply: impl FnOnce(Done) -> NifResult<Term<'a>>,
 ) -> Outcome<'a> {
     // Wakes the calls whose turn comes when the copy ends (dropped last).
     let _on = OnScheduler::dirty(env);
     decoded(|| {
-        let state = *args.first().ok_or(rustler::Error::BadArg)?;
-        Ok(match step(Stepping::take(state)?)? {
-            Ok(reply) => Outcome::Reply(Ok(reply)),
-            Err(copying) => {
-                Stepping::put_back(state, copying)?;
-                Outcome::Steps(this, args.to_vec())
-            }
-        })
+        let state = args.first().ok_or(rustler::Error::BadArg)?;
+        let stepping: ResourceArc<Stepping> = state.decode()?;
+        let Some(mut copying) = stepping.0.for_step() else {
+            // A thread finishes the copy: this scheduler may do other work
+            // meanwhile.
+            return Ok(Outcome::Steps(this, args.to_vec()));
+        };
+        // This step is ours: no thread is to finish the copy meanwhile.
+        copying.resume();
+        let Some(ended) = copying.step(STEP) else {
+            copying.yield_to(&stepping.0);
+            return Ok(Outcome::Steps(this, args.to_vec()));
+        };
+        drop(copying);
+        Ok(Outcome::Reply(match ended {
+            Ok(done) => reply(done),
+            Err(Stop::Failed(error)) => Err(error.into()),
+            Err(Stop::Panicked) => Err(rustler::Error::RaiseAtom("nif_panicked")),
+            Err(Stop::Gone) => Err(rustler::Error::BadArg),
+        }))
     })
 }
 
@@ -412,34 +590,28 @@ pub fn write<'a>(env: Env<'a>, on: Scheduler, shm: Term<'a>, data: Term<'a>) -> 
             Ok(match progress {
                 Progress::Done(claim) => Outcome::Reply(Ok(ok(env, shm.with_claim(env, claim)))),
                 Progress::Going(writing) => {
-                    let state = Stepping::term(env, Copying::Write(writing));
-                    Outcome::Steps(write_step, vec![state, shm_term, data.to_term(env)])
+                    let state =
+                        Stepping::term(env, Copying::Write(writing, Data::new(data.to_term(env))));
+                    Outcome::Steps(write_step, vec![state, shm_term])
                 }
             })
         })
     })
 }
 
-/// A write going on in steps: `[state, shm, data]`.
+/// A write going on in steps: `[state, shm]`.
 unsafe extern "C" fn write_step(
     env: *mut ErlNifEnv,
     argc: i32,
     argv: *const ErlNifTerm,
 ) -> ErlNifTerm {
     fn step<'a>(env: Env<'a>, args: &[Term<'a>]) -> Outcome<'a> {
-        go_on(env, args, write_step, |copying| {
-            let (&[_, shm, data], Copying::Write(mut writing)) = (args, copying) else {
-                return Err(rustler::Error::BadArg);
-            };
-            Ok(
-                match writing.step(Binary::from_term(data)?.as_slice(), STEP)? {
-                    true => {
-                        let shm = ShmexTerm::decode(shm, "shm")?;
-                        Ok(ok(env, shm.with_claim(env, writing.claim())))
-                    }
-                    false => Err(Copying::Write(writing)),
-                },
-            )
+        go_on(env, args, write_step, |done| match (args, done) {
+            (&[_, shm], Done::Write(claim)) => {
+                let shm = ShmexTerm::decode(shm, "shm")?;
+                Ok(ok(env, shm.with_claim(env, claim)))
+            }
+            _ => Err(rustler::Error::BadArg),
         })
     }
     // SAFETY: the VM calls this as the write continued, with its arguments.
@@ -536,17 +708,12 @@ unsafe extern "C" fn move_step(
     argv: *const ErlNifTerm,
 ) -> ErlNifTerm {
     fn step<'a>(env: Env<'a>, args: &[Term<'a>]) -> Outcome<'a> {
-        go_on(env, args, move_step, |copying| {
-            let (&[_, shm], Copying::Move(mut moving)) = (args, copying) else {
-                return Err(rustler::Error::BadArg);
-            };
-            Ok(match moving.step(STEP)? {
-                true => {
-                    let shm = ShmexTerm::decode(shm, "shm")?;
-                    Ok(moved_reply(env, &shm, moving.finish()?))
-                }
-                false => Err(Copying::Move(moving)),
-            })
+        go_on(env, args, move_step, |done| match (args, done) {
+            (&[_, shm], Done::Move(moved)) => {
+                let shm = ShmexTerm::decode(shm, "shm")?;
+                Ok(moved_reply(env, &shm, moved))
+            }
+            _ => Err(rustler::Error::BadArg),
         })
     }
     // SAFETY: the VM calls this as the copy continued, with its arguments.
