@@ -43,6 +43,15 @@
 //! closure inside the primary's call, through a C callback: the turn is the
 //! primary's and lasts until the closure returns.
 //!
+//! A call from another copy waits for its turn as the Rust API does: on
+//! the thread it runs on (a NIF's, a dirty scheduler for long work), not in
+//! a process. A long Elixir copy goes on in steps on the dirty schedulers,
+//! keeping its turn between them; while it does, calls from other copies
+//! that wait for that segment on every dirty CPU scheduler at once leave it
+//! no scheduler to finish on, and wait for good. Not solved here: it needs
+//! the stepping to finish in place (or step on a normal scheduler) when a
+//! thread waits.
+//!
 //! # Versions
 //!
 //! [`ABI`] numbers the meaning of the functions and their arguments; it
