@@ -19,9 +19,45 @@ use crate::shm::Progress;
 use crate::vm::{Alloc, Api, Bytes, Created, Handed, Outcome, Sizes, Split, Visit, ABI};
 use crate::{Claim, Guard, Result, Shm, ShmName};
 
-/// This copy's own table: what a C library's copy uses while it has found
-/// no primary.
-pub static LOCAL: Api = TABLE;
+/// This copy's own table for its C API, while it has found no primary: the
+/// C API's functions, and for the Rust API's (which call this copy's own
+/// API directly meanwhile) stand-ins answering `ENOTSUP`, so that a C
+/// library does not carry code it never calls.
+pub static LOCAL: Api = Api {
+    read: unserved_read,
+    write: unserved_write,
+    set_capacity: unserved_resize,
+    split_at: unserved_split,
+    append: unserved_append,
+    trim: unserved_resize,
+    add_guard: unserved_guard,
+    access: unserved_access,
+    ..TABLE
+};
+
+/// The stand-ins of [`LOCAL`], one per signature.
+macro_rules! unserved {
+    ($($name:ident($($arg:ty),*);)*) => {
+        $(unsafe extern "C" fn $name($(_: $arg),*) -> Outcome { unserved() })*
+    };
+}
+
+unserved! {
+    unserved_read(Bytes, Sizes, u64, Alloc, *mut c_void);
+    unserved_write(Bytes, Sizes, Bytes, *mut Sizes);
+    unserved_resize(Bytes, Sizes, u64, *mut Sizes);
+    unserved_split(Bytes, Sizes, u64, *mut Split);
+    unserved_append(Bytes, Sizes, Bytes, Sizes, *mut Sizes);
+    unserved_guard(Bytes, bool, *mut u64, *mut u64);
+    unserved_access(Bytes, Sizes, bool, Visit, *mut c_void);
+}
+
+fn unserved() -> Outcome {
+    Outcome::of(Err(crate::Error::Os(
+        nix::errno::Errno::ENOTSUP,
+        crate::Syscall::ShmOpen,
+    )))
+}
 
 /// This copy's functions, for the primary to export as a static of its own
 /// (under [`crate::vm::SYMBOL`]).
@@ -348,7 +384,7 @@ mod tests {
             std::mem::offset_of!(Api, unlink_if),
             std::mem::offset_of!(FirstAbi1, functions) + 7 * size_of::<usize>()
         );
-        assert!(accepts(&TABLE));
+        assert!(accepts(&TABLE) && accepts(&LOCAL));
 
         let other = Api { abi: 2, ..TABLE };
         assert!(!accepts(&other));
@@ -368,7 +404,7 @@ mod tests {
 
     #[test]
     fn every_operation_through_the_table_does_what_the_api_does() {
-        let vm = Vm::of(&LOCAL);
+        let vm = Vm::of(&TABLE);
         let (name, identity) = vm.create(None, 5, true).unwrap();
         let full = |len| Sizes {
             size: len,
@@ -417,7 +453,7 @@ mod tests {
 
     #[test]
     fn a_panic_in_place_goes_on_past_the_table() {
-        let vm = Vm::of(&LOCAL);
+        let vm = Vm::of(&TABLE);
         let (name, identity) = vm.create(None, 3, true).unwrap();
         let panicked = std::panic::catch_unwind(|| {
             // SAFETY: nothing else knows this segment.
