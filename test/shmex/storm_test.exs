@@ -50,8 +50,9 @@ defmodule Shmex.StormTest do
     # Calls of Shmex.Native through any handle take turns: nothing of theirs
     # faults. The C NIF reads the mapping it was handed between its calls,
     # outside any turn, and its faults, absorbed by the VM's one handler, are
-    # the only ones; each is reported to it. The Rust NIF's mappings are
-    # its own library's.
+    # the only ones; each is reported to it. The Rust NIF's calls go through
+    # the VM's primary and take turns as Elixir's do: its closures run in
+    # their call's turn, and fault no more than Elixir's calls.
     faults = storm!(:vm_handles)
     assert faults <= c_api_faults()
   end

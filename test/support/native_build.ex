@@ -16,11 +16,14 @@ defmodule Shmex.Test.NativeBuild do
 
   @doc """
   Compiles the C NIF `source` against the C API that `mix compile`
-  installed, linked with its archive; the library's path.
+  installed, linked with its archive; the library's path. Options: `name:`
+  of the library (the source's by default), `defines:` for the compiler.
   """
-  def gcc_nif!(source) do
-    output = Path.join(scratch_dir(), Path.basename(source, ".c") <> ".so")
-    flags = ~w(-std=c11 -Wall -Wextra -Werror -O2 -fPIC -shared)
+  def gcc_nif!(source, opts \\ []) do
+    name = Keyword.get(opts, :name, Path.basename(source, ".c"))
+    output = Path.join(scratch_dir(), name <> ".so")
+    defines = for {key, value} <- Keyword.get(opts, :defines, []), do: "-D#{key}=#{value}"
+    flags = ~w(-std=c11 -Wall -Wextra -Werror -O2 -fPIC -shared) ++ defines
 
     run!(
       "gcc",

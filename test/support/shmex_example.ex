@@ -9,4 +9,6 @@ defmodule ShmexExample.Nif do
   def reverse(_shm), do: :erlang.nif_error(:nif_not_loaded)
   def filled(_len, _byte), do: :erlang.nif_error(:nif_not_loaded)
   def push(_shm, _byte), do: :erlang.nif_error(:nif_not_loaded)
+  def fill(_shm, _byte), do: :erlang.nif_error(:nif_not_loaded)
+  def guard(_shm), do: :erlang.nif_error(:nif_not_loaded)
 end

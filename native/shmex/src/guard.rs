@@ -3,7 +3,10 @@
 //! Shmex 0.5.1, so that the name is free again as soon as its owner is gone.
 //!
 //! Owns the unlinking; the segment's turns and what is kept open of it are
-//! its entry's ([`crate::registry`]).
+//! its entry's ([`crate::registry`]). A guard made through the VM's primary
+//! (another copy of the crate, see [`crate::vm`]) is counted there instead:
+//! the primary holds a guard of its own for it, which this one ends when it
+//! drops.
 
 use std::sync::Arc;
 
@@ -14,6 +17,7 @@ use crate::name::ShmName;
 use crate::registry::{self, Entry};
 use crate::segment::Segment;
 use crate::sys::{self, Identity};
+use crate::vm::Vm;
 
 /// Owns a segment's name: dropping the last guard of the segment in this
 /// process unlinks it, unless the name leads to another segment by then
@@ -25,7 +29,16 @@ use crate::sys::{self, Identity};
 pub struct Guard {
     name: ShmName,
     identity: Identity,
-    entry: Arc<Entry>,
+    holder: Holder,
+}
+
+/// Who counts a guard with the segment's other guards.
+#[derive(Debug)]
+enum Holder {
+    /// This copy of the crate, in the segment's entry.
+    Here(Arc<Entry>),
+    /// The VM's primary, which holds a guard of its own for this one.
+    Primary(Vm),
 }
 
 impl Guard {
@@ -41,7 +54,17 @@ impl Guard {
         Guard {
             name,
             identity,
-            entry,
+            holder: Holder::Here(entry),
+        }
+    }
+
+    /// The guard of the segment `name`, the file `identity`, that the
+    /// primary `vm` holds for this one, until it drops.
+    pub(crate) fn of_primary(name: ShmName, identity: [u64; 2], vm: Vm) -> Guard {
+        Guard {
+            name,
+            identity: Identity::from_bits(identity),
+            holder: Holder::Primary(vm),
         }
     }
 
@@ -50,9 +73,12 @@ impl Guard {
         &self.name
     }
 
-    /// The guarded segment's entry.
-    pub(crate) fn entry(&self) -> &Arc<Entry> {
-        &self.entry
+    /// The guarded segment's entry, unless the primary holds the guard.
+    pub(crate) fn entry(&self) -> Option<&Arc<Entry>> {
+        match &self.holder {
+            Holder::Here(entry) => Some(entry),
+            Holder::Primary(_) => None,
+        }
     }
 
     /// Which file the guarded segment is.
@@ -66,12 +92,12 @@ impl Drop for Guard {
     /// another one of it lives (a second guard, a C guard), the name stays.
     fn drop(&mut self) {
         let identity = self.identity;
-        if self.entry.count_guard(identity, false) == 0 {
-            unlink_if(
-                &self.name,
-                |found| found == identity,
-                self.entry.keeps_open(),
-            );
+        let entry = match &self.holder {
+            Holder::Here(entry) => entry,
+            Holder::Primary(vm) => return vm.unlink_if(&self.name, identity.to_bits()),
+        };
+        if entry.count_guard(identity, false) == 0 {
+            unlink_if(&self.name, |found| found == identity, entry.keeps_open());
         }
         leftovers::clear(&self.name, identity, Kind::Guarded);
     }

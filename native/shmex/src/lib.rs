@@ -70,12 +70,17 @@
 //! # Layers
 //!
 //! Each module depends only on those listed before it (`.ci/layers` checks):
-//! `error`, `name`, `cost`, `sys` (OS calls), `io` (pread/pwrite loops),
+//! `error`, `name`, `vm` (the VM's primary copy of the crate: finding it,
+//! and the table of C functions every other copy calls it through), `cost`,
+//! `sys` (OS calls), `io` (pread/pwrite loops),
 //! `leftovers` (what a dead process left, and the journal of what a live one
-//! guards), `mapping` (the one type with unsafe code, and its SIGBUS handler),
+//! guards), `mapping` (the one type with unsafe code on memory, and its SIGBUS
+//! handler; the other unsafe code calls across the VM's table, in vm and
+//! internal),
 //! `segment`, `background`, `budget`, `exclusion` (a segment's turns),
 //! `registry` (one entry per segment), `guard`, `schedule`, `shm` (the
-//! operations), `term`, `internal`.
+//! operations, routed to the primary when it is another copy), `term`,
+//! `internal` (with the primary's table of functions).
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -96,6 +101,7 @@ mod shm;
 mod sys;
 #[cfg(feature = "nif")]
 mod term;
+mod vm;
 
 #[doc(hidden)]
 pub mod internal;

@@ -8,7 +8,10 @@
 //!
 //! Owns the operations; how they wait and how long they may take is the
 //! caller's [`Scheduling`], the segment's lock and kept descriptor are its
-//! entry's.
+//! entry's. In a copy of the crate that is not the VM's primary, once the
+//! primary is found, each public operation goes through it instead (the
+//! prefix `if let Some(vm) = vm::elsewhere()`, see [`crate::vm`]): the
+//! primary runs the same operation, on its state.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Weak};
@@ -25,6 +28,7 @@ use crate::registry::{self, Entry, Finish, InUse, Turn};
 use crate::schedule::{self, Blocking, Scheduling};
 use crate::segment::{Plan, Segment};
 use crate::sys::{self, Identity};
+use crate::vm::{self, Sizes};
 
 /// What a struct says about its segment: `size` bytes of data at the start of
 /// a segment of `capacity` bytes.
@@ -53,6 +57,24 @@ impl Claim {
             Ok(())
         } else {
             Err(Error::InvalidPayload)
+        }
+    }
+}
+
+impl From<Claim> for Sizes {
+    fn from(claim: Claim) -> Sizes {
+        Sizes {
+            size: claim.size,
+            capacity: claim.capacity,
+        }
+    }
+}
+
+impl From<Sizes> for Claim {
+    fn from(sizes: Sizes) -> Claim {
+        Claim {
+            size: sizes.size,
+            capacity: sizes.capacity,
         }
     }
 }
@@ -118,6 +140,10 @@ impl<'a> Shm<'a> {
         if claim.size > claim.capacity {
             return Err(Error::InvalidPayload);
         }
+        if let Some(vm) = vm::elsewhere() {
+            let (name, identity) = vm.create(name.as_ref(), claim.capacity, true)?;
+            return Ok(Guard::of_primary(name, identity, vm));
+        }
         let (name, segment) = match name {
             Some(name) => {
                 let segment = Segment::create(&name, claim.capacity)?;
@@ -137,6 +163,10 @@ impl<'a> Shm<'a> {
     /// whose guard was stripped gets a second guard; the segment is unlinked
     /// when the last one goes.
     pub fn add_guard(&self) -> Result<Guard> {
+        if let Some(vm) = vm::elsewhere().filter(|_| self.guard.is_none()) {
+            let identity = vm.add_guard(self.name, self.foreign_guard)?;
+            return Ok(Guard::of_primary(self.name.clone(), identity, vm));
+        }
         let guarded_elsewhere = || self.foreign_guard && registry::entry(self.name).guards() > 0;
         if self.guard.is_some() || guarded_elsewhere() {
             return Err(Error::AlreadyGuarded);
@@ -147,11 +177,19 @@ impl<'a> Shm<'a> {
 
     /// Resizes the segment to exactly `capacity` bytes; data past it is lost.
     pub fn set_capacity(&self, capacity: u64) -> Result<Claim> {
+        if let Some(vm) = vm::elsewhere() {
+            return Ok(vm
+                .set_capacity(self.name, self.claim.into(), capacity)?
+                .into());
+        }
         self.set_capacity_with(&Blocking, capacity)
     }
 
     /// The first `len` bytes of data.
     pub fn read(&self, len: u64) -> Result<Vec<u8>> {
+        if let Some(vm) = vm::elsewhere() {
+            return vm.read(self.name, self.claim.into(), len);
+        }
         let read = self.read_with(&Blocking, len, |len| {
             let mut buffer = Vec::new();
             buffer.try_reserve_exact(len).ok()?;
@@ -170,6 +208,9 @@ impl<'a> Shm<'a> {
     /// Replaces the data with `data`, growing the segment when it is too
     /// small. Whatever the claims say, the result is right.
     pub fn write(&self, data: &[u8]) -> Result<Claim> {
+        if let Some(vm) = vm::elsewhere() {
+            return Ok(vm.write(self.name, self.claim.into(), data)?.into());
+        }
         match self.write_with(&Blocking, data)? {
             Progress::Done(claim) => Ok(claim),
             Progress::Going(mut writing) => {
@@ -183,6 +224,15 @@ impl<'a> Shm<'a> {
     /// keeps the first `position` bytes. The claims of this struct's result,
     /// the new guard and the claims of the new segment.
     pub fn split_at(&self, position: u64) -> Result<(Claim, Guard, Claim)> {
+        if let Some(vm) = vm::elsewhere() {
+            let (left, (name, identity), right) =
+                vm.split_at(self.name, self.claim.into(), position)?;
+            return Ok((
+                left.into(),
+                Guard::of_primary(name, identity, vm),
+                right.into(),
+            ));
+        }
         match self.split_at_with(&Blocking, position)? {
             Progress::Done(parts) => Ok(parts),
             Progress::Going(moving) => Option::from(moving.run_out()?).ok_or(Error::InvalidPayload),
@@ -193,12 +243,19 @@ impl<'a> Shm<'a> {
     /// exactly as large as both. `source` is unchanged; it may be this
     /// struct's segment itself.
     pub fn append(&self, source: &Shm) -> Result<Claim> {
+        if let Some(vm) = vm::elsewhere() {
+            let (target, from) = (self.claim.into(), source.claim.into());
+            return Ok(vm.append(self.name, target, source.name, from)?.into());
+        }
         whole(self.append_with(&Blocking, source)?)
     }
 
     /// Drops the first `bytes` bytes of data and shrinks the segment to the
     /// rest. With `bytes == 0` this is `trim/1`: shrinking to the data.
     pub fn trim(&self, bytes: u64) -> Result<Claim> {
+        if let Some(vm) = vm::elsewhere() {
+            return Ok(vm.trim(self.name, self.claim.into(), bytes)?.into());
+        }
         whole(self.trim_with(&Blocking, bytes)?)
     }
 
@@ -220,6 +277,10 @@ impl<'a> Shm<'a> {
     /// a segment from one stage to the next does). Otherwise use
     /// [`read`](Self::read), which copies.
     pub unsafe fn data<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        if let Some(vm) = vm::elsewhere() {
+            // SAFETY: forwarded to the caller.
+            return unsafe { vm.data(self.name, self.claim.into(), f) };
+        }
         let entry = self.entry()?;
         let held = entry.lock(Access::Shared);
         let segment = held.segment()?;
@@ -238,6 +299,10 @@ impl<'a> Shm<'a> {
     /// As for [`data`](Self::data): nothing else may read or change the data
     /// while `f` runs. Otherwise use [`write`](Self::write).
     pub unsafe fn data_mut<R>(&self, f: impl FnOnce(&mut [u8]) -> R) -> Result<R> {
+        if let Some(vm) = vm::elsewhere() {
+            // SAFETY: forwarded to the caller.
+            return unsafe { vm.data_mut(self.name, self.claim.into(), f) };
+        }
         let entry = self.entry()?;
         let held = entry.lock(Access::Exclusive);
         let segment = held.segment()?;
@@ -554,9 +619,10 @@ impl<'a> Shm<'a> {
         self.name
             .canonical()
             .map_err(|errno| Error::Os(errno, Syscall::ShmOpen))?;
-        Ok(match self.guard {
-            Some(guard) if guard.name() == self.name => EntryRef::Guard(guard.entry()),
-            _ => EntryRef::Table(registry::entry(self.name)),
+        let ours = self.guard.filter(|guard| guard.name() == self.name);
+        Ok(match ours.and_then(Guard::entry) {
+            Some(entry) => EntryRef::Guard(entry),
+            None => EntryRef::Table(registry::entry(self.name)),
         })
     }
 }

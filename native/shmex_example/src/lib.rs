@@ -3,7 +3,7 @@
 //! Loaded by the ExUnit suite as `ShmexExample.Nif`.
 
 use rustler::{Env, NifResult, Term};
-use shmex::{guarded_struct, Claim, Handle, Shm};
+use shmex::{guarded_struct, Claim, Handle, Shm, ShmexTerm};
 
 /// The sum of the bytes of a struct's data, read in place.
 #[rustler::nif(schedule = "DirtyCpu")]
@@ -41,6 +41,26 @@ fn filled(env: Env, len: u64, byte: u8) -> NifResult<Term> {
     // SAFETY: the segment was made just now; no one else knows its name yet.
     unsafe { shm.data_mut(|data| data.fill(byte)) }?;
     Ok(guarded_struct(env, guard, Claim::full(len)))
+}
+
+/// Replaces a struct's data with as many copies of `byte`, copied in (not
+/// in place); the struct updated.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn fill(shm: Handle, byte: u8) -> NifResult<Handle> {
+    let mut shm = shm;
+    let len = usize::try_from(shm.claim().size).map_err(|_| rustler::Error::BadArg)?;
+    shm.write(&vec![byte; len])?;
+    Ok(shm)
+}
+
+/// A guard of this library for a struct that has none (made by other code,
+/// or a copy whose guard was stripped): `{:ok, struct}` with the guard in
+/// it, or `{:error, :already_guarded}` if a guard in the VM holds it.
+#[rustler::nif]
+fn guard<'a>(env: Env<'a>, shm: Term<'a>) -> NifResult<(rustler::Atom, Term<'a>)> {
+    let term = ShmexTerm::decode(shm, "shm")?;
+    let guard = term.shm("shm")?.add_guard()?;
+    Ok((rustler::types::atom::ok(), term.with_guard(env, guard)))
 }
 
 rustler::init!("Elixir.ShmexExample.Nif");

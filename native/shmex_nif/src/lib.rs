@@ -31,11 +31,12 @@ fn stats() -> calls::Stats {
     calls::stats()
 }
 
-/// The VM's primary copy of the crate is this library's: C libraries in the
-/// VM find this table and work through it (see `shmex_c::primary`).
+/// The VM's primary copy of the crate is this library's: C libraries and
+/// Rust NIFs in the VM find this table and work through it (see the
+/// `shmex` crate's `vm` module).
 #[no_mangle]
-#[allow(non_upper_case_globals)] // the name C looks for
-pub static shmex_vm_api_v1: shmex_c::primary::Api = shmex_c::primary::TABLE;
+#[allow(non_upper_case_globals)] // the name other copies look for
+pub static shmex_vm_api_v1: shmex::internal::Api = shmex::internal::TABLE;
 
 /// Before the first call: what VMs that died left in `/dev/shm` goes.
 fn load(_env: Env, _info: Term) -> bool {

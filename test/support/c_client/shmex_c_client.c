@@ -269,4 +269,11 @@ static ErlNifFunc functions[] = {
     {"allocate_named", 2, allocate_named, 0}, {"unguarded_sigbus", 0, unguarded_sigbus, 0},
 };
 
-ERL_NIF_INIT(Elixir.ShmexCClient.Nif, functions, load, NULL, NULL, NULL)
+/* The module it is loaded as: the suite builds it a second time as
+ * ShmexCClient.Second (-DMODULE=...), two C libraries in one VM. MODULE is
+ * expanded before ERL_NIF_INIT stringizes it. */
+#ifndef MODULE
+#define MODULE Elixir.ShmexCClient.Nif
+#endif
+#define INIT(module) ERL_NIF_INIT(module, functions, load, NULL, NULL, NULL)
+INIT(MODULE)

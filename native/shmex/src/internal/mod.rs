@@ -1,13 +1,17 @@
 //! What the sibling crates need and users of the crate do not: the NIF
-//! library's scheduling of calls (`shmex_nif`), and the C API's access to
-//! segments and mappings (`shmex_c`). Hidden from the documentation, and not
+//! library's scheduling of calls (`shmex_nif`), the C API's access to
+//! segments and mappings (`shmex_c`), and the table of C functions the
+//! primary exports to the other copies of the crate in the VM (`table`; the
+//! rendezvous is `crate::vm`'s). Hidden from the documentation, and not
 //! part of the crate's stable API.
 //!
-//! Owns nothing of its own: it adapts the layers below for those two.
+//! Owns nothing of its own but the guards held for other copies: it adapts
+//! the layers below for those two.
 
 mod c_guards;
 #[cfg(feature = "nif")]
 mod nif;
+mod table;
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -23,8 +27,12 @@ pub use crate::mapping::Mapping;
 pub use crate::name::NAME_MAX;
 #[cfg(feature = "nif")]
 pub use crate::term::{decode_size, struct_term};
+pub use crate::vm::{
+    accepts, elsewhere, found, Api, Held, Sizes, Vm, ABI, LOOK_AGAIN, SYMBOL, THIS_COPY,
+};
 #[cfg(feature = "nif")]
 pub use nif::*;
+pub use table::{LOCAL, TABLE};
 
 /// What this copy of the crate holds and has seen.
 #[derive(Clone, Copy, Debug)]

@@ -1,7 +1,8 @@
 //! A shared mapping of a segment: the one type of the crate that touches
-//! memory through pointers. Every `unsafe` block of the crate is in this
-//! module: the [`Mapping`] type here, and the SIGBUS handler that keeps its
-//! promises ([`fault`]).
+//! memory through pointers. Every `unsafe` block of the crate that does is
+//! in this module: the [`Mapping`] type here, and the SIGBUS handler that
+//! keeps its promises ([`fault`]). (The others call C functions: across the
+//! VM's table, `crate::vm` and `internal`.)
 //!
 //! # Invariants
 //!
