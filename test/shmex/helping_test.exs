@@ -17,7 +17,7 @@ defmodule Shmex.HelpingTest do
   # copy), binding `checked` to the struct to checksum after the copy. It
   # prints what the copy and the checksums came to, or which did not finish
   # within 30 s.
-  defp code(start) do
+  defp code(start, checker) do
     """
     import Bitwise
     Shmex.Test.Beam.load_natives()
@@ -39,7 +39,7 @@ defmodule Shmex.HelpingTest do
       end
     end
     #{start}
-    tasks = for _ <- 1..2, do: Task.async(fn -> ShmexCClient.Nif.checksum(checked) end)
+    tasks = for _ <- 1..2, do: Task.async(fn -> #{checker}.checksum(checked) end)
     deadline = System.monotonic_time(:millisecond) + 30_000
     left = fn -> max(deadline - System.monotonic_time(:millisecond), 0) end
     copied = receive do {:copied, copied} -> copied after left.() -> :not_finished end
@@ -53,15 +53,18 @@ defmodule Shmex.HelpingTest do
     """
   end
 
-  defp run(start, size, sum, dirty \\ 2) do
+  defp run(start, size, sum, dirty \\ 2, checker \\ :c) do
     # No more dirty CPU schedulers than normal ones can be had.
     erl = "+S #{dirty}:#{dirty} +SDcpu #{dirty}:#{dirty}"
-    {output, status} = Shmex.Test.Beam.run(code(start), erl: erl, timeout: 120_000)
+    module = if checker == :c, do: "ShmexCClient.Nif", else: "ShmexExample.Nif"
+    {output, status} = Shmex.Test.Beam.run(code(start, module), erl: erl, timeout: 120_000)
     assert status == 0, output
     assert output =~ "dirty CPU schedulers: #{dirty}", output
     assert output =~ "copy: ok, size #{size}\n", output
     sums = Regex.scan(~r/checksum: (.*)/, output, capture: :all_but_first)
-    assert sums == List.duplicate(["{:ok, {:ok, #{sum}}}"], 2), output
+    # The C client answers `{:ok, sum}`, the Rust example the sum.
+    answer = if checker == :c, do: "{:ok, {:ok, #{sum}}}", else: "{:ok, #{sum}}"
+    assert sums == List.duplicate([answer], 2), output
   end
 
   @write """
@@ -82,6 +85,13 @@ defmodule Shmex.HelpingTest do
   @tag skip: Shmex.Test.Space.lacking(2 * @len, "a 256 MiB write in another VM")
   test "a copy finished by a C call while its next step comes up replies all the same" do
     run(@write, @len, 7 * @len, 3)
+  end
+
+  # The Rust API works through the VM's primary, and waits as C does.
+  @tag :beam
+  @tag skip: Shmex.Test.Space.lacking(2 * @len, "a 256 MiB write in another VM")
+  test "Rust NIF calls filling the dirty schedulers finish the stepped write they wait behind" do
+    run(@write, @len, 7 * @len, 2, :rust)
   end
 
   @tag :beam
