@@ -46,11 +46,10 @@
 //! A call from another copy waits for its turn as the Rust API does: on
 //! the thread it runs on (a NIF's, a dirty scheduler for long work), not in
 //! a process. A long Elixir copy goes on in steps on the dirty schedulers,
-//! keeping its turn between them; while it does, calls from other copies
-//! that wait for that segment on every dirty CPU scheduler at once leave it
-//! no scheduler to finish on, and wait for good. Not solved here: it needs
-//! the stepping to finish in place (or step on a normal scheduler) when a
-//! thread waits.
+//! keeping its turn between them; a call waiting behind it while it is
+//! paused between steps runs the rest of it on the waiting thread (see
+//! `registry`), so that waiting calls on every dirty CPU scheduler at once
+//! cannot keep it from finishing.
 //!
 //! # Versions
 //!
