@@ -153,6 +153,20 @@ impl ShmName {
         }
     }
 
+    /// Whether `spelling` is a spelling of this name: what [`ShmName::new`]
+    /// makes of it equals this name. Read in place, without validating or
+    /// copying it: for a struct carrying the guard of its own name.
+    pub fn is_spelled(&self, spelling: &[u8]) -> bool {
+        if spelling.len() > PATH_MAX {
+            return false;
+        }
+        let leading = spelling.iter().take_while(|&&byte| byte == b'/').count();
+        // A name the OS accepts has neither NUL nor slash: nor has a
+        // spelling equal to it. No reserved name is accepted.
+        self.key()
+            .is_ok_and(|key| key == &spelling[leading..] && !key.starts_with(RESERVED))
+    }
+
     /// The name as `shm_open(3)` spells it, with one leading slash; empty for
     /// a name the OS refuses.
     pub fn to_posix(&self) -> Vec<u8> {

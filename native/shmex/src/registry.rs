@@ -14,7 +14,7 @@
 //! Owns the table of entries and what each keeps; knows nothing of claims or
 //! guards.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::ops::{Deref, DerefMut};
@@ -100,7 +100,9 @@ pub(crate) struct Held<'e> {
     /// The process the turn is handed back to when dropped, instead of
     /// ending: the call goes on elsewhere and takes it up again.
     hand_to: Cell<Option<u64>>,
-    kept: Snapshot,
+    /// What was kept when the turn began, until the call's segment takes it
+    /// (`None` then).
+    kept: RefCell<Option<Snapshot>>,
 }
 
 /// A turn kept past the call that took it, by work that goes on in steps
@@ -206,16 +208,15 @@ impl Entry {
     }
 
     fn begin<'e>(&'e self, mut state: MutexGuard<'_, State>, access: Access) -> Held<'e> {
-        let kept = state.kept.as_mut().map(|kept| {
+        if let Some(kept) = state.kept.as_mut() {
             kept.calls = kept.calls.saturating_add(1);
-            let busy = kept.calls > MAP_AFTER;
-            (Arc::clone(&kept.open), kept.mapping.clone(), busy)
-        });
+        }
+        let kept = state.snapshot();
         Held {
             entry: self,
             access: Some(access),
             hand_to: Cell::new(None),
-            kept,
+            kept: RefCell::new(Some(kept)),
         }
     }
 
@@ -284,15 +285,15 @@ impl Entry {
     /// The segment the name leads to, for a call that began with `kept`: the
     /// one kept open if the name still leads to it, else opened now (and
     /// kept, if a guard holds the entry and the budget allows).
-    fn segment(&self, kept: &Snapshot) -> Result<InUse<'_>> {
+    fn segment(&self, kept: Snapshot) -> Result<InUse<'_>> {
         let in_use = |segment| InUse {
             entry: self,
             segment,
         };
         if let Some((open, mapping, busy)) = kept {
-            match Segment::begin(Arc::clone(open), mapping.clone(), *busy)? {
-                Some(segment) => return Ok(in_use(segment)),
-                None => self.forget(open),
+            match Segment::begin(open, mapping, busy)? {
+                Ok(segment) => return Ok(in_use(segment)),
+                Err(open) => self.forget(&open),
             }
         }
         let segment = Segment::open(&self.name)?;
@@ -334,6 +335,15 @@ impl Entry {
 }
 
 impl State {
+    /// What is kept now, for a call: the kept segment and mapping shared
+    /// with it, and whether it is busy enough to copy through the mapping.
+    fn snapshot(&self) -> Snapshot {
+        self.kept.as_ref().map(|kept| {
+            let busy = kept.calls > MAP_AFTER;
+            (Arc::clone(&kept.open), kept.mapping.clone(), busy)
+        })
+    }
+
     /// What is kept of the segment, if it is `open` (and not another segment
     /// kept since under the same name).
     fn kept_as(&mut self, open: &Arc<Open>) -> Option<&mut Kept> {
@@ -385,7 +395,14 @@ impl<'e> Held<'e> {
     /// the name still leads to it, else opened now (and kept, if a guard
     /// holds the entry and the budget allows).
     pub fn segment(&self) -> Result<InUse<'e>> {
-        self.entry.segment(&self.kept)
+        // Taken by the call's first segment (a call mostly has one); a
+        // second one sees what is kept now.
+        let kept = self
+            .kept
+            .borrow_mut()
+            .take()
+            .unwrap_or_else(|| self.entry.state().snapshot());
+        self.entry.segment(kept)
     }
 
     /// Hands the turn back to the process `key` when dropped: the call
@@ -421,11 +438,8 @@ impl Drop for Held<'_> {
 impl Turn {
     /// The segment the name leads to now, as [`Held::segment`].
     pub fn segment(&self) -> Result<InUse<'_>> {
-        let kept = self.entry.state().kept.as_ref().map(|kept| {
-            let busy = kept.calls > MAP_AFTER;
-            (Arc::clone(&kept.open), kept.mapping.clone(), busy)
-        });
-        self.entry.segment(&kept)
+        let kept = self.entry.state().snapshot();
+        self.entry.segment(kept)
     }
 }
 

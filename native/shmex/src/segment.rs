@@ -126,18 +126,18 @@ impl Segment {
     }
 
     /// Starts a call on a segment kept `open`, with its `mapping`: reads its
-    /// size. `None` when its name no longer leads to it (unlinked, perhaps
-    /// replaced): it is not the segment the name means any more.
+    /// size. `Err(open)` back when its name no longer leads to it (unlinked,
+    /// perhaps replaced): it is not the segment the name means any more.
     pub fn begin(
         open: Arc<Open>,
         mapping: Option<Arc<Mapping>>,
         busy: bool,
-    ) -> Result<Option<Segment>> {
+    ) -> Result<std::result::Result<Segment, Arc<Open>>> {
         let status = sys::status_of(open.fd.as_fd())?;
         if !status.linked {
-            return Ok(None);
+            return Ok(Err(open));
         }
-        Ok(Some(Segment::with_status(open, mapping, busy, status)))
+        Ok(Ok(Segment::with_status(open, mapping, busy, status)))
     }
 
     fn fresh(fd: OwnedFd, status: Status) -> Segment {
@@ -252,12 +252,12 @@ impl Segment {
         if buffer.is_empty() {
             return Ok(());
         }
-        match self.read_mapping(end) {
-            Some(map) => map
-                .read(offset, buffer)
-                .or_else(|fault| self.failed(fault, end)),
-            None => io::read_exact(self.fd(), buffer, offset),
+        if self.maps(end) {
+            if let Some(read) = self.in_mapping(|map| map.read(offset, &mut *buffer)) {
+                return read.or_else(|fault| self.failed(fault, end));
+            }
         }
+        io::read_exact(self.fd(), buffer, offset)
     }
 
     /// Writes `data` at `offset`, which must lie within the segment.
@@ -266,18 +266,18 @@ impl Segment {
         if data.is_empty() {
             return Ok(());
         }
-        let mapping = self.write_mapping(end);
+        let mapped = self.maps(end);
         // `pwrite` into one page gets that page or fails having changed
         // nothing: only a mapping, or several pages, need reserving first.
-        if mapping.is_some() || !within_one_page(offset, end) {
+        if mapped || !within_one_page(offset, end) {
             self.reserve(offset, end)?;
         }
-        match mapping {
-            Some(map) => map
-                .write(offset, data)
-                .or_else(|fault| self.failed(fault, end)),
-            None => io::write_all(self.fd(), data, offset),
+        if mapped {
+            if let Some(written) = self.in_mapping(|map| map.write(offset, data)) {
+                return written.or_else(|fault| self.failed(fault, end));
+            }
         }
+        io::write_all(self.fd(), data, offset)
     }
 
     /// Copies `len` bytes from `from` to `to`; the ranges may overlap.
@@ -393,6 +393,19 @@ impl Segment {
         end <= self.open.backed() || self.no_holes
     }
 
+    /// Whether to copy `[0, end)` through the mapping (as
+    /// [`Segment::read_mapping`] would give one, made now if need be), which
+    /// [`Segment::in_mapping`] then reaches without sharing it.
+    fn maps(&self, end: u64) -> bool {
+        self.is_busy() && self.readable_in_place(end) && self.ensure_mapping(end).is_ok()
+    }
+
+    /// `copy` run on the mapping this call has, if it has one (see
+    /// [`Segment::maps`]).
+    fn in_mapping<R>(&self, copy: impl FnOnce(&Mapping) -> R) -> Option<R> {
+        self.mapping.borrow().as_deref().map(copy)
+    }
+
     /// The mapping to read `[0, end)` through, for a busy segment whose range
     /// has no holes.
     fn read_mapping(&self, end: u64) -> Option<Arc<Mapping>> {
@@ -428,8 +441,17 @@ impl Segment {
     /// The kept mapping if it covers `[0, end)`, else a new one of the whole
     /// segment, kept instead (and reported by [`Segment::new_mapping`]).
     fn mapping_for(&self, end: u64) -> Result<Arc<Mapping>> {
-        if let Some(map) = self.cached_mapping(end) {
-            return Ok(map);
+        self.ensure_mapping(end)?;
+        self.cached_mapping(end)
+            .ok_or(Error::Os(Errno::ENOMEM, Syscall::Mmap))
+    }
+
+    /// Makes sure this call has a mapping of at least `[0, end)`: the kept
+    /// one if it covers that, else a new one of the whole segment, kept
+    /// instead (and reported by [`Segment::new_mapping`]).
+    fn ensure_mapping(&self, end: u64) -> Result<()> {
+        if self.has_mapping(end) {
+            return Ok(());
         }
         let len = usize::try_from(self.len.max(end))
             .ok()
@@ -437,8 +459,8 @@ impl Segment {
             .ok_or(Error::Os(Errno::ENOMEM, Syscall::Mmap))?;
         let map = Arc::new(Mapping::new(self.fd(), len)?);
         self.remapped.set(true);
-        *self.mapping.borrow_mut() = Some(Arc::clone(&map));
-        Ok(map)
+        *self.mapping.borrow_mut() = Some(map);
+        Ok(())
     }
 
     /// The error for an access to `[0, end)` through a mapping that failed.

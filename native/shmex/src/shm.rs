@@ -450,7 +450,10 @@ impl<'a> Shm<'a> {
             .canonical()
             .map_err(|errno| Error::Os(errno, Syscall::ShmOpen))?;
         Ok(match self.guard {
-            Some(guard) if guard.name() == self.name => EntryRef::Guard(guard.entry()),
+            // The struct's name is mostly its guard's own, not a copy.
+            Some(guard) if std::ptr::eq(guard.name(), self.name) || guard.name() == self.name => {
+                EntryRef::Guard(guard.entry())
+            }
             _ => EntryRef::Table(registry::entry(self.name)),
         })
     }
