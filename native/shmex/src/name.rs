@@ -365,4 +365,23 @@ mod tests {
         assert_eq!(base36(36, 2), "10");
         assert_eq!(base36(u64::MAX, 13), "3w5e11264sgsf");
     }
+
+    #[test]
+    fn a_spelling_of_a_name_is_what_new_makes_of_it() {
+        let generated = ShmName::generate();
+        let posix = generated.to_posix();
+        let bare = &posix[1..];
+        for spelling in [&posix[..], bare, &[b"//", bare].concat()[..]] {
+            assert!(generated.is_spelled(spelling));
+            assert!(ShmName::new(spelling).unwrap() == generated);
+        }
+        let slashes = [&[b'/'; PATH_MAX][..], bare].concat();
+        for other in [&[bare, b"\0"].concat()[..], &bare[1..], b"", &slashes[..]] {
+            assert!(!generated.is_spelled(other));
+            assert!(ShmName::new(other) != Some(generated.clone()));
+        }
+        let reserved = ShmName::reserved(b".shmex-x").unwrap();
+        assert!(!reserved.is_spelled(b".shmex-x"), "new refuses it");
+        assert!(!name(b"a/b").is_spelled(b"a/b"), "the OS refuses it");
+    }
 }

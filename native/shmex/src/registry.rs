@@ -25,7 +25,7 @@ use crate::background;
 use crate::budget::Slot;
 use crate::cost;
 use crate::error::Result;
-use crate::exclusion::{Access, Entered, Freed, Ticket, Turns, Wake, LEASE};
+use crate::exclusion::{Access, Entered, Freed, Holders, Ticket, Turns, Wake, LEASE};
 use crate::mapping::Mapping;
 use crate::name::ShmName;
 use crate::segment::{Open, Segment};
@@ -60,6 +60,9 @@ static TABLE: LazyLock<Table> = LazyLock::new(|| Table {
 #[derive(Debug)]
 pub(crate) struct Entry {
     name: ShmName,
+    /// Who holds the segment (its turns' [`Holders`], shared with them): a
+    /// turn ends there, without the mutex, unless calls wait.
+    holders: Arc<Holders>,
     state: Mutex<State>,
     released: Condvar,
     /// How many guards hold the entry: only then is a segment kept open,
@@ -119,9 +122,11 @@ pub(crate) fn entry(name: &ShmName) -> Arc<Entry> {
     if let Some(entry) = shard.get(name).and_then(Weak::upgrade) {
         return entry;
     }
+    let state = State::default();
     let entry = Arc::new(Entry {
         name: name.clone(),
-        state: Mutex::default(),
+        holders: Arc::clone(state.turns.holders()),
+        state: Mutex::new(state),
         released: Condvar::new(),
         guards: AtomicUsize::new(0),
     });
@@ -144,8 +149,7 @@ impl Entry {
     /// the calls that were waiting before this one.
     pub fn lock(&self, access: Access) -> Held<'_> {
         let mut state = self.state();
-        if state.turns.admits(access) {
-            state.turns.take(access);
+        if state.turns.try_take(access) {
             return self.begin(state, access);
         }
         let ticket = next_ticket();
@@ -311,9 +315,14 @@ impl Entry {
         }
     }
 
+    /// Ends a turn: without the mutex unless calls wait, who are then
+    /// given their turns.
     fn end(&self, access: Access) {
+        if !self.holders.leave(access) {
+            return;
+        }
         let mut freed = Freed::default();
-        self.state().turns.release_into(access, &mut freed);
+        self.state().turns.pass_on_into(&mut freed);
         self.pass_on(freed);
     }
 
@@ -596,5 +605,33 @@ mod tests {
                 });
             }
         });
+    }
+
+    #[test]
+    fn readers_and_writers_exclude_each_other_when_turns_end_without_the_mutex() {
+        let scratch = Scratch::new(1);
+        let shared = entry(&scratch.name);
+        // Readers count up by one, a writer by a thousand: a writer sees
+        // only itself, a reader no writer.
+        let inside = std::sync::atomic::AtomicU32::new(0);
+        std::thread::scope(|scope| {
+            for thread in 0..6 {
+                let (shared, inside) = (&shared, &inside);
+                scope.spawn(move || {
+                    for round in 0..300 {
+                        if (thread + round) % 3 == 0 {
+                            let _held = shared.lock(Access::Exclusive);
+                            assert_eq!(inside.fetch_add(1000, Ordering::SeqCst), 0);
+                            inside.fetch_sub(1000, Ordering::SeqCst);
+                        } else {
+                            let _held = shared.lock(Access::Shared);
+                            assert!(inside.fetch_add(1, Ordering::SeqCst) < 1000);
+                            inside.fetch_sub(1, Ordering::SeqCst);
+                        }
+                    }
+                });
+            }
+        });
+        assert!(shared.state().turns.admits(Access::Exclusive));
     }
 }
