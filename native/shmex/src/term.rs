@@ -172,11 +172,12 @@ impl<'a> ShmexTerm<'a> {
     /// This struct with a new size and capacity; everything else unchanged,
     /// extra keys included.
     pub fn with_claim(&self, env: Env<'a>, claim: Claim) -> Term<'a> {
-        let fields = [
-            (atoms::size(), claim.size.encode(env)),
-            (atoms::capacity(), claim.capacity.encode(env)),
-        ];
-        self.update(&fields)
+        // Only the fields that change are changed: a struct whose claims
+        // stay (a write of as many bytes as before) is the same term.
+        let changed = |key: Atom, old: u64, new: u64| (old != new).then(|| (key, new.encode(env)));
+        let size = changed(atoms::size(), self.claim.size, claim.size);
+        let capacity = changed(atoms::capacity(), self.claim.capacity, claim.capacity);
+        self.update(size.iter().chain(&capacity))
             .unwrap_or_else(|| struct_term(env, self.name_term, self.guard_term, claim))
     }
 
@@ -193,10 +194,15 @@ impl<'a> ShmexTerm<'a> {
 
     /// The struct with these fields changed; `None` if it is not a map with
     /// them (it always is, as decoded).
-    fn update(&self, fields: &[(Atom, Term<'a>)]) -> Option<Term<'a>> {
-        fields.iter().try_fold(self.term, |term, &(key, value)| {
-            term.map_update(key, value).ok()
-        })
+    fn update<'f>(&self, fields: impl IntoIterator<Item = &'f (Atom, Term<'a>)>) -> Option<Term<'a>>
+    where
+        'a: 'f,
+    {
+        fields
+            .into_iter()
+            .try_fold(self.term, |term, &(key, value)| {
+                term.map_update(key, value).ok()
+            })
     }
 }
 
