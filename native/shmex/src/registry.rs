@@ -2,8 +2,8 @@
 //! guard, copies of its struct with or without the guard, a second guard,
 //! another spelling of its name) reaches the same [`Entry`], which holds the
 //! segment's turns ([`crate::exclusion`]) and what is kept open of it
-//! between calls, under one mutex: a call takes it once to start, once to
-//! end.
+//! between calls, under one mutex: a call takes it once to start, and ends
+//! its turn without it (one atomic operation) unless calls wait.
 //!
 //! The name is the truth, as in Shmex 0.5.1: a call works on the segment the
 //! name leads to when the call starts. A descriptor kept open is used only
