@@ -189,9 +189,10 @@ impl Turns {
         self.queue.is_empty() && self.holders.admit(access)
     }
 
-    /// Takes a turn for `access` if the call may go in now (see
-    /// [`Turns::admits`]); otherwise the call is to wait in the queue
-    /// ([`Turns::block`], or as [`Turns::enter`] does).
+    /// Takes a turn for `access` if the call may go in now: nobody waits,
+    /// and nobody holds the segment in a way that excludes it. Otherwise
+    /// the call is to wait in the queue ([`Turns::block`], or as
+    /// [`Turns::enter`] does).
     pub fn try_take(&mut self, access: Access) -> bool {
         if !self.queue.is_empty() {
             return false;
