@@ -6,7 +6,7 @@ defmodule Shmex.CApiTest do
 
   import Bitwise
   alias Shmex.Native
-  alias Shmex.Test.Segments
+  alias Shmex.Test.{Segments, Turns}
   alias ShmexCClient.Nif, as: C
 
   test "a segment allocated in C is read here, and its C guard unlinks it" do
@@ -48,6 +48,26 @@ defmodule Shmex.CApiTest do
     assert {shrunk.size, shrunk.capacity} == {2, 2}
     assert Native.read(shrunk) == {:ok, "ab"}
     assert C.resize(shrunk, 1 <<< 32) == {:error, {:efbig, :ftruncate}}
+  end
+
+  @tag skip: Shmex.Test.Space.lacking(2 * (128 <<< 20), "a 128 MiB write while C resizes")
+  test "C's shmex_set_capacity takes its turn with Elixir's calls on the segment" do
+    data = :binary.copy(<<5>>, 128 <<< 20)
+    shm = Shmex.new(data)
+    # A long write holds the segment, and a read of ours waits behind it.
+    assert {:wait, token} = Turns.park_behind_a_write(shm, data, 50)
+
+    # C shrinks the segment meanwhile: it waits for the write, which a
+    # shrink in its midst would fail (or, writing past the end, undo).
+    {:ok, resized} = Task.await(Task.async(fn -> C.resize(shm, 4096) end), 10_000)
+    assert_receive {:written, written}, 10_000
+    assert written == {:ok, %{shm | size: 128 <<< 20, capacity: 128 <<< 20}}
+    assert {resized.capacity, Segments.real_size(shm)} == {4096, 4096}
+
+    # The blocked C call held its scheduler; our turn was not waited for
+    # long, and our read, queued anew, sees the segment shrunk.
+    assert_receive {:shmex_segment_free, ^token}, 5_000
+    assert Native.read(%{shm | size: 1, capacity: 4096}) == {:ok, <<5>>}
   end
 
   test "shmex_get_from_term takes %Shmex{} structs whose sizes fit its fields" do

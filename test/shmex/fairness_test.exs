@@ -7,7 +7,7 @@ defmodule Shmex.FairnessTest do
   import Bitwise
   alias Shmex.Native
   alias Shmex.Native.Nif
-  alias Shmex.Test.{Beam, Segments}
+  alias Shmex.Test.{Beam, Segments, Turns}
 
   @tag skip: Shmex.Test.Space.lacking(64 <<< 20, "a 64 MiB write")
   test "a call on a busy segment parks instead of waiting on a scheduler, and is told when to retry" do
@@ -15,7 +15,7 @@ defmodule Shmex.FairnessTest do
     shm = Shmex.new(data)
 
     # A long write holds the segment; a read arriving meanwhile parks.
-    assert {:wait, token} = park_behind_a_write(shm, data, 50)
+    assert {:wait, token} = Turns.park_behind_a_write(shm, data, 50)
     assert_receive {:written, {:ok, _}}, 10_000
     # The wake-up comes once the write is done, and the call then runs.
     assert_receive {:shmex_segment_free, ^token}, 5_000
@@ -43,35 +43,9 @@ defmodule Shmex.FairnessTest do
     assert us < 5_000_000
   end
 
-  # Parks a read behind a long write of `data`: reads until one waits, while
-  # the write runs, and writes again if none did. `{:written, result}` comes
-  # when the write is done.
-  defp park_behind_a_write(shm, data, attempts) do
-    me = self()
-    spawn_link(fn -> send(me, {:written, Native.write(shm, data)}) end)
-
-    case probe_while_writing(shm) do
-      {:wait, _} = parked -> parked
-      :written when attempts > 1 -> park_behind_a_write(shm, data, attempts - 1)
-      :written -> flunk("no read met the write")
-    end
-  end
-
-  defp probe_while_writing(shm) do
-    receive do
-      {:written, {:ok, _}} -> :written
-    after
-      0 ->
-        case Nif.read(shm, 1) do
-          {:wait, _} = parked -> parked
-          {:ok, _} -> probe_while_writing(shm)
-        end
-    end
-  end
-
   # Queues a read behind a long write, tells `parent`, and waits to be killed.
   defp queue_behind_a_write(shm, data, parent) do
-    send(parent, {:queued, park_behind_a_write(shm, data, 50)})
+    send(parent, {:queued, Turns.park_behind_a_write(shm, data, 50)})
     Process.sleep(:infinity)
   end
 
@@ -81,26 +55,28 @@ defmodule Shmex.FairnessTest do
     shm = Shmex.new(data)
 
     # Short reads of the segment, made while a long call on it runs: how many
-    # had to wait for their turn, out of how many.
-    probe = fn long_call ->
-      parent = self()
-      long = spawn_link(fn -> send(parent, {:done, long_call.()}) end)
-      Process.sleep(1)
-      probes = probe_until_done(shm, [])
-      assert_receive {:done, {:ok, _}}, 30_000
-      _ = long
-      {Enum.count(probes, &match?({:wait, _}, &1)), length(probes)}
+    # had to wait for their turn, out of how many. On a busy machine the long
+    # call may be over before the first probe: then it is made again.
+    probe = fn long_call, met? ->
+      Enum.find_value(1..20, fn _ ->
+        parent = self()
+        spawn_link(fn -> send(parent, {:done, long_call.()}) end)
+        Process.sleep(1)
+        probes = probe_until_done(shm, [])
+        assert_receive {:done, {:ok, _}}, 30_000
+        counts = {Enum.count(probes, &match?({:wait, _}, &1)), length(probes)}
+        if met?.(counts), do: counts
+      end) || flunk("no probe met the long call in 20 attempts")
     end
 
     # Control: the probes do overlap a long call (here a write, which
     # excludes them): some wait.
-    {waited, probes} = probe.(fn -> Native.write(shm, data) end)
-    assert waited > 0, "no probe met the write (#{probes} probes)"
+    {waited, _} = probe.(fn -> Native.write(shm, data) end, fn {waited, _} -> waited > 0 end)
+    assert waited > 0
 
     # A long read lets them in: none waits (under one lock for all, as
     # many would as for the write).
-    {waited, probes} = probe.(fn -> Native.read(shm) end)
-    assert probes > 0
+    {waited, probes} = probe.(fn -> Native.read(shm) end, fn {_, probes} -> probes > 0 end)
     assert waited == 0, "#{waited} of #{probes} probes waited for a reader"
   end
 

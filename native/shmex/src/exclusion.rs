@@ -30,6 +30,14 @@ use std::time::{Duration, Instant};
 /// How long a turn given to a parked call waits for the call to come back.
 pub(crate) const LEASE: Duration = Duration::from_secs(1);
 
+/// How long a turn given to a parked call waits for its process while a
+/// thread is blocked behind it (a C or Rust call, which holds its scheduler
+/// as it waits): the woken process may be queued on that very scheduler, and
+/// would not run before the lease ran out. A process that comes back later
+/// has its call queued anew, nothing having changed yet. (A call moving to a
+/// dirty scheduler needs no normal one: its turn keeps the whole lease.)
+pub(crate) const LEASE_BEFORE_A_THREAD: Duration = Duration::from_millis(10);
+
 /// What a call does to a segment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Access {
@@ -76,6 +84,8 @@ struct Given {
     /// The parked call's process, and when the turn was given; `None` for a
     /// blocked thread.
     process: Option<(u64, Instant)>,
+    /// How long the process may take to come back while a thread waits.
+    lease_before_a_thread: Duration,
 }
 
 /// Who holds a segment, in one word: how many readers, whether a writer,
@@ -223,7 +233,7 @@ impl Turns {
         let mut known = None;
         if !self.given.is_empty() || !self.queue.is_empty() {
             let key = *known.insert(key());
-            self.take_back_stale(freed);
+            self.take_back_stale(false, freed);
             if let Some(at) = self.given_to(key) {
                 let given = self.given.swap_remove(at);
                 if given.access == access {
@@ -271,6 +281,7 @@ impl Turns {
             ticket: Ticket(0),
             access,
             process: Some((key, Instant::now())),
+            lease_before_a_thread: LEASE,
         });
     }
 
@@ -300,13 +311,18 @@ impl Turns {
     }
 
     /// Passes on the turns given to processes that did not come back for
-    /// them within [`LEASE`].
-    pub fn take_back_stale(&mut self, freed: &mut Freed) {
-        while let Some(at) = self
-            .given
-            .iter()
-            .position(|given| given.process.is_some_and(|(_, at)| at.elapsed() >= LEASE))
-        {
+    /// them within their lease: [`LEASE`], or when a thread waits behind
+    /// them, [`LEASE_BEFORE_A_THREAD`] for a parked call.
+    pub fn take_back_stale(&mut self, thread_waits: bool, freed: &mut Freed) {
+        let stale = |given: &Given| {
+            let lease = if thread_waits {
+                given.lease_before_a_thread
+            } else {
+                LEASE
+            };
+            given.process.is_some_and(|(_, at)| at.elapsed() >= lease)
+        };
+        while let Some(at) = self.given.iter().position(stale) {
             let given = self.given.swap_remove(at);
             self.release_into(given.access, freed);
         }
@@ -350,6 +366,7 @@ impl Turns {
                 ticket: waiting.ticket,
                 access: waiting.access,
                 process,
+                lease_before_a_thread: LEASE_BEFORE_A_THREAD,
             });
             if waiting.access == Access::Exclusive {
                 break;
@@ -479,6 +496,38 @@ mod tests {
             Entered::Now
         );
         assert_eq!(woken.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_blocked_thread_waits_for_a_process_turn_only_briefly() {
+        let woken = Arc::new(AtomicU64::new(0));
+        let mut turns = Turns::default();
+        turns.take(Access::Exclusive);
+        enter(&mut turns, Access::Exclusive, 1, &woken);
+        turns.block(Access::Exclusive, Ticket(99));
+        release(&mut turns, Access::Exclusive);
+        // Process 1 was given the turn a little while ago: within its lease,
+        // but longer than a blocked thread waits.
+        turns.given[0].process = Some((1, Instant::now() - LEASE_BEFORE_A_THREAD));
+        let mut freed = Freed::default();
+        turns.take_back_stale(false, &mut freed);
+        assert!(!turns.given_to_thread(Ticket(99)));
+        turns.take_back_stale(true, &mut freed);
+        assert!(freed.threads);
+        assert!(turns.given_to_thread(Ticket(99)));
+    }
+
+    #[test]
+    fn a_call_moving_to_a_dirty_scheduler_keeps_its_turn_from_a_thread() {
+        let mut turns = Turns::default();
+        turns.take(Access::Exclusive);
+        turns.block(Access::Exclusive, Ticket(99));
+        // The call holding the segment moves: its turn is handed back.
+        turns.give_back(Access::Exclusive, 1);
+        turns.given[0].process = Some((1, Instant::now() - LEASE_BEFORE_A_THREAD));
+        let mut freed = Freed::default();
+        turns.take_back_stale(true, &mut freed);
+        assert!(!freed.threads && turns.given.len() == 1);
     }
 
     #[test]

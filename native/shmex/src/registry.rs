@@ -25,7 +25,9 @@ use crate::background;
 use crate::budget::Slot;
 use crate::cost;
 use crate::error::Result;
-use crate::exclusion::{Access, Entered, Freed, Holders, Ticket, Turns, Wake, LEASE};
+use crate::exclusion::{
+    Access, Entered, Freed, Holders, Ticket, Turns, Wake, LEASE_BEFORE_A_THREAD,
+};
 use crate::mapping::Mapping;
 use crate::name::ShmName;
 use crate::segment::{Open, Segment};
@@ -157,11 +159,11 @@ impl Entry {
         while !state.turns.given_to_thread(ticket) {
             state = self
                 .released
-                .wait_timeout(state, LEASE)
+                .wait_timeout(state, LEASE_BEFORE_A_THREAD)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
             let mut freed = Freed::default();
-            state.turns.take_back_stale(&mut freed);
+            state.turns.take_back_stale(true, &mut freed);
             if freed.threads || !freed.wakes.is_empty() {
                 drop(state);
                 self.pass_on(freed);
@@ -546,7 +548,9 @@ mod tests {
         };
         for _ in 0..=MAP_AFTER + 1 {
             let turn = held.lock(Access::Exclusive);
-            turn.segment().unwrap().write(0, &[1; 4096]).unwrap();
+            let segment = turn.segment().unwrap();
+            let plan = segment.plan_write(0, 4096);
+            segment.write(&plan, 0, &[1; 4096]).unwrap();
         }
         assert!(mapped(), "busy enough to be mapped, and the mapping kept");
         // A call that finds the segment replaced under its name forgets it.

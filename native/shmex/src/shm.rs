@@ -21,9 +21,9 @@ use crate::error::{Error, Result, Syscall};
 use crate::exclusion::Access;
 use crate::guard::Guard;
 use crate::name::ShmName;
-use crate::registry::{self, Entry, Turn};
-use crate::schedule::{Blocking, Scheduling};
-use crate::segment::Segment;
+use crate::registry::{self, Entry, InUse, Turn};
+use crate::schedule::{self, Blocking, Scheduling};
+use crate::segment::{Plan, Segment};
 use crate::sys::{self, Identity};
 
 /// What a struct says about its segment: `size` bytes of data at the start of
@@ -183,20 +183,23 @@ impl<'a> Shm<'a> {
     /// keeps the first `position` bytes. The claims of this struct's result,
     /// the new guard and the claims of the new segment.
     pub fn split_at(&self, position: u64) -> Result<(Claim, Guard, Claim)> {
-        self.split_at_with(&Blocking, position)
+        match self.split_at_with(&Blocking, position)? {
+            Progress::Done(parts) => Ok(parts),
+            Progress::Going(moving) => Option::from(moving.run_out()?).ok_or(Error::InvalidPayload),
+        }
     }
 
     /// Appends `source`'s data to this struct's data; the segment becomes
     /// exactly as large as both. `source` is unchanged; it may be this
     /// struct's segment itself.
     pub fn append(&self, source: &Shm) -> Result<Claim> {
-        self.append_with(&Blocking, source)
+        whole(self.append_with(&Blocking, source)?)
     }
 
     /// Drops the first `bytes` bytes of data and shrinks the segment to the
     /// rest. With `bytes == 0` this is `trim/1`: shrinking to the data.
     pub fn trim(&self, bytes: u64) -> Result<Claim> {
-        self.trim_with(&Blocking, bytes)
+        whole(self.trim_with(&Blocking, bytes)?)
     }
 
     /// Runs `f` on the data (`size` bytes) in place, after checking the
@@ -287,13 +290,15 @@ impl<'a> Shm<'a> {
             .ok()
             .filter(|_| len <= sys::total_memory())
             .ok_or_else(too_large)?;
-        let cost = Cost::copy(segment.read_route(0, len), len) + Cost::new_buffer(len);
+        let plan = segment.plan_read(0, len);
+        let cost = plan.cost() + Cost::new_buffer(len);
         scheduling.admit(cost, &[&held])?;
         let mut buffer = alloc(buffer_len).ok_or_else(too_large)?;
-        match scheduling.step().filter(|&step| !cost.within(step)) {
+        match in_steps(scheduling, cost) {
             Some(step) => {
                 let mut reading = Reading {
-                    copy: Stepped::new(held.keep(&entry), &segment, len),
+                    copy: Stepped::forward(len),
+                    source: Hold::new(held.keep(&entry), &segment, plan),
                     buffer,
                 };
                 drop(segment);
@@ -303,7 +308,7 @@ impl<'a> Shm<'a> {
                 })
             }
             None => {
-                segment.read(0, &mut buffer)?;
+                segment.read(&plan, 0, &mut buffer)?;
                 Ok(Progress::Done(buffer))
             }
         }
@@ -320,19 +325,20 @@ impl<'a> Shm<'a> {
         let entry = self.entry()?;
         let held = scheduling.lock(&entry, Access::Exclusive)?;
         let mut segment = held.segment()?;
-        let (route, fresh) = segment.write_route(0, size);
-        let cost = Cost::copy(route, size) + Cost::fresh_pages(fresh);
+        let plan = segment.plan_write(0, size);
+        let cost = plan.cost();
         scheduling.admit(cost, &[&held])?;
         if segment.len() < capacity {
             resize_reserving(&mut segment, capacity, 0, size)?;
         }
-        match scheduling.step().filter(|&step| !cost.within(step)) {
+        match in_steps(scheduling, cost) {
             Some(step) => {
                 // Room for all of it first: a full /dev/shm fails the write
                 // before it changes anything.
                 segment.reserve(0, size)?;
                 let mut writing = Writing {
-                    copy: Stepped::new(held.keep(&entry), &segment, size),
+                    copy: Stepped::forward(size),
+                    target: Hold::new(held.keep(&entry), &segment, plan),
                     claim,
                 };
                 drop(segment);
@@ -342,7 +348,7 @@ impl<'a> Shm<'a> {
                 })
             }
             None => {
-                segment.write(0, data)?;
+                segment.write(&plan, 0, data)?;
                 Ok(Progress::Done(claim))
             }
         }
@@ -352,7 +358,7 @@ impl<'a> Shm<'a> {
         &self,
         scheduling: &S,
         position: u64,
-    ) -> std::result::Result<(Claim, Guard, Claim), S::Refusal> {
+    ) -> std::result::Result<Progress<Parts, Moving>, S::Refusal> {
         let right = self
             .claim
             .size
@@ -362,25 +368,59 @@ impl<'a> Shm<'a> {
         let held = scheduling.lock(&entry, Access::Shared)?;
         let segment = held.segment()?;
         self.claim.check(segment.len())?;
-        let cost = Cost::copy(segment.read_route(position, right), right);
-        scheduling.admit(cost + Cost::fresh_pages(right), &[&held])?;
+        let plans = (segment.plan_read(position, right), Plan::into_new(right));
+        let cost = plans.0.cost() + plans.1.cost();
+        scheduling.admit(cost, &[&held])?;
         let (name, new) = Segment::create_unique(right)?;
-        if let Err(error) = segment.copy_to(position, &new, 0, right) {
-            sys::unlink(&name);
-            return Err(error.into());
-        }
         let left = Claim {
             size: position,
             ..self.claim
         };
-        Ok((left, Guard::new(name, &new), Claim::full(right)))
+        let copy = Move::Between {
+            from: position,
+            to: 0,
+            plans,
+        };
+        match in_steps(scheduling, cost) {
+            Some(step) => {
+                // Room for all of it first, as a whole copy reserves it.
+                if let Err(error) = new.reserve(0, right) {
+                    sys::unlink(&name);
+                    return Err(error.into());
+                }
+                let moving = Moving {
+                    copy: Stepped::forward(right),
+                    what: copy,
+                    held: Hold::new(held.keep(&entry), &segment, plans.0),
+                    source: None,
+                    ending: Some(Ending::Split {
+                        name,
+                        new,
+                        claims: (left, Claim::full(right)),
+                    }),
+                };
+                drop(segment);
+                Ok(moving.go_on(step)?)
+            }
+            None => {
+                if let Err(error) = copy.part(&segment, &new, 0, right) {
+                    sys::unlink(&name);
+                    return Err(error.into());
+                }
+                Ok(Progress::Done((
+                    left,
+                    Guard::new(name, &new),
+                    Claim::full(right),
+                )))
+            }
+        }
     }
 
     pub(crate) fn append_with<S: Scheduling>(
         &self,
         scheduling: &S,
         source: &Shm,
-    ) -> std::result::Result<Claim, S::Refusal> {
+    ) -> std::result::Result<Progress<Claim, Moving>, S::Refusal> {
         let (at, len) = (self.claim.size, source.claim.size);
         let size = at.checked_add(len).ok_or(Error::InvalidPayload)?;
         let (target_entry, source_entry) = (self.entry()?, source.entry()?);
@@ -389,12 +429,34 @@ impl<'a> Shm<'a> {
             let mut segment = held.segment()?;
             self.claim.check(segment.len())?;
             source.claim.check(segment.len())?;
-            scheduling.admit(append_cost(&segment, &segment, at, len), &[&held])?;
+            let plan = segment.plan_move(0, at, len);
+            scheduling.admit(plan.cost() + Cost::resize(segment.len(), size), &[&held])?;
+            let copy = Move::Within {
+                from: 0,
+                to: at,
+                plan,
+            };
             let old = segment.len();
-            grow_then(&mut segment, old, size, at, |segment| {
-                segment.copy_within(0, at, len)
-            })?;
-            return Ok(Claim::full(size));
+            return match in_steps(scheduling, plan.cost()) {
+                Some(step) => {
+                    grow(&mut segment, old, size, at)?;
+                    let moving = Moving {
+                        copy: copy.stepped(len),
+                        what: copy,
+                        held: Hold::new(held.keep(&target_entry), &segment, plan),
+                        source: None,
+                        ending: Some(Ending::Resize { old, size }),
+                    };
+                    drop(segment);
+                    Ok(moving.go_on(step)?)
+                }
+                None => {
+                    grow_then(&mut segment, old, size, at, |segment| {
+                        copy.part(segment, segment, 0, len)
+                    })?;
+                    Ok(Progress::Done(Claim::full(size)))
+                }
+            };
         }
         let (target_held, source_held) = scheduling.lock_pair(
             (&target_entry, Access::Exclusive),
@@ -404,22 +466,45 @@ impl<'a> Shm<'a> {
         let from = source_held.segment()?;
         self.claim.check(target.len())?;
         source.claim.check(from.len())?;
+        let plans = (from.plan_read(0, len), target.plan_write(at, len));
+        let cost = plans.0.cost() + plans.1.cost();
         scheduling.admit(
-            append_cost(&from, &target, at, len),
+            cost + Cost::resize(target.len(), size),
             &[&target_held, &source_held],
         )?;
+        let copy = Move::Between {
+            from: 0,
+            to: at,
+            plans,
+        };
         let old = target.len();
-        grow_then(&mut target, old, size, at, |target| {
-            from.copy_to(0, target, at, len)
-        })?;
-        Ok(Claim::full(size))
+        match in_steps(scheduling, cost) {
+            Some(step) => {
+                grow(&mut target, old, size, at)?;
+                let moving = Moving {
+                    copy: Stepped::forward(len),
+                    what: copy,
+                    held: Hold::new(target_held.keep(&target_entry), &target, plans.1),
+                    source: Some(Hold::new(source_held.keep(&source_entry), &from, plans.0)),
+                    ending: Some(Ending::Resize { old, size }),
+                };
+                drop((target, from));
+                Ok(moving.go_on(step)?)
+            }
+            None => {
+                grow_then(&mut target, old, size, at, |target| {
+                    copy.part(&from, target, 0, len)
+                })?;
+                Ok(Progress::Done(Claim::full(size)))
+            }
+        }
     }
 
     pub(crate) fn trim_with<S: Scheduling>(
         &self,
         scheduling: &S,
         bytes: u64,
-    ) -> std::result::Result<Claim, S::Refusal> {
+    ) -> std::result::Result<Progress<Claim, Moving>, S::Refusal> {
         let size = self
             .claim
             .size
@@ -430,16 +515,36 @@ impl<'a> Shm<'a> {
         let mut segment = held.segment()?;
         self.claim.check(segment.len())?;
         let moved = if bytes > 0 { size } else { 0 };
-        let (route, _) = segment.write_route(0, moved);
-        scheduling.admit(
-            Cost::copy(route, moved) + Cost::resize(segment.len(), size),
-            &[&held],
-        )?;
-        if moved > 0 {
-            segment.copy_within(bytes, 0, size)?;
+        let plan = segment.plan_move(bytes, 0, moved);
+        let cost = plan.cost() + Cost::resize(segment.len(), size);
+        scheduling.admit(cost, &[&held])?;
+        let copy = Move::Within {
+            from: bytes,
+            to: 0,
+            plan,
+        };
+        match in_steps(scheduling, plan.cost()) {
+            Some(step) => {
+                // Room for all of it first: a hole that cannot be filled
+                // fails the trim before it moves anything.
+                segment.reserve(0, moved)?;
+                let old = segment.len();
+                let moving = Moving {
+                    copy: copy.stepped(moved),
+                    what: copy,
+                    held: Hold::new(held.keep(&entry), &segment, plan),
+                    source: None,
+                    ending: Some(Ending::Resize { old, size }),
+                };
+                drop(segment);
+                Ok(moving.go_on(step)?)
+            }
+            None => {
+                copy.part(&segment, &segment, 0, moved)?;
+                segment.resize(size)?;
+                Ok(Progress::Done(Claim::full(size)))
+            }
         }
-        segment.resize(size)?;
-        Ok(Claim::full(size))
     }
 
     /// The segment's entry: through our guard if it guards this struct's
@@ -459,6 +564,14 @@ impl<'a> Shm<'a> {
     }
 }
 
+/// The claims an append or trim leaves, once its copy is run to the end.
+fn whole(progress: Progress<Claim, Moving>) -> Result<Claim> {
+    match progress {
+        Progress::Done(claim) => Ok(claim),
+        Progress::Going(moving) => Option::from(moving.run_out()?).ok_or(Error::InvalidPayload),
+    }
+}
+
 /// An operation's result, or the copy it began, to go on with in steps.
 #[derive(Debug)]
 pub enum Progress<T, S> {
@@ -468,68 +581,138 @@ pub enum Progress<T, S> {
     Going(S),
 }
 
-/// Bytes copied between two looks at the clock.
-const STEP_CHUNK: usize = 1 << 20;
+impl<T, S> Progress<T, S> {
+    /// The same progress, what a done operation made mapped by `f`.
+    #[cfg_attr(not(feature = "nif"), allow(dead_code))] // for NIF calls
+    pub fn map_done<U>(self, f: impl FnOnce(T) -> U) -> Progress<U, S> {
+        match self {
+            Progress::Done(done) => Progress::Done(f(done)),
+            Progress::Going(going) => Progress::Going(going),
+        }
+    }
+}
 
-/// A copy of `len` bytes from the start of a segment that goes on in steps,
-/// holding its turn on the segment throughout.
+/// Bytes copied between two looks at the clock: a small part of the
+/// shortest step (see [`crate::schedule::step_budget`]), even into fresh
+/// memory.
+const STEP_CHUNK: u64 = 256 << 10;
+
+/// The step of a copy estimated at `cost` on `scheduling`, if it goes in
+/// steps: when steps are taken there, and it is longer than one.
+fn in_steps<S: Scheduling>(scheduling: &S, cost: Cost) -> Option<Duration> {
+    scheduling.step().filter(|&step| !cost.within(step))
+}
+
+/// How far a copy of `len` bytes that goes on in steps has come, and how
+/// long it has run.
 #[derive(Debug)]
 struct Stepped {
-    turn: Turn,
-    identity: Identity,
-    len: usize,
-    done: usize,
+    /// Bytes to copy in all.
+    len: u64,
+    /// Bytes copied so far.
+    done: u64,
+    /// Parts go from the end to the start (a move up within a segment,
+    /// onto bytes still to be moved).
+    backwards: bool,
+    /// How long the copy's steps have taken so far.
+    worked: Duration,
 }
 
 impl Stepped {
-    fn new(turn: Turn, segment: &Segment, len: u64) -> Stepped {
+    fn forward(len: u64) -> Stepped {
         Stepped {
-            turn,
-            identity: segment.identity(),
-            // The copy's buffer or data exists: its length is a usize.
-            len: usize::try_from(len).unwrap_or(usize::MAX),
+            len,
             done: 0,
+            backwards: false,
+            worked: Duration::ZERO,
         }
     }
 
-    /// Copies on, chunk by chunk with `copy(segment, start, end)`, for
-    /// about `budget`; whether the copy is done. The segment must still be
-    /// the one the copy began on, and still hold the bytes.
+    fn backward(len: u64) -> Stepped {
+        Stepped {
+            backwards: true,
+            ..Stepped::forward(len)
+        }
+    }
+
+    /// Copies on, chunk by chunk with `copy(start, end)` (offsets into the
+    /// copy), for as long as [`schedule::step_budget`] gives a copy that
+    /// has run this long, out of steps of `step`; whether the copy is done.
     fn step(
         &mut self,
-        budget: Duration,
-        mut copy: impl FnMut(&Segment, usize, usize) -> Result<()>,
+        step: Duration,
+        mut copy: impl FnMut(u64, u64) -> Result<()>,
     ) -> Result<bool> {
         let start = Instant::now();
-        let segment = self.turn.segment()?;
-        if segment.identity() != self.identity || segment.len() < self.len as u64 {
-            return Err(Error::InvalidPayload);
-        }
+        let budget = schedule::step_budget(step, self.worked);
         while self.done < self.len {
-            let end = self.len.min(self.done.saturating_add(STEP_CHUNK));
-            copy(&segment, self.done, end)?;
-            self.done = end;
+            let part = (self.len - self.done).min(STEP_CHUNK);
+            let at = if self.backwards {
+                self.len - self.done - part
+            } else {
+                self.done
+            };
+            copy(at, at + part)?;
+            self.done += part;
             if start.elapsed() >= budget {
                 break;
             }
         }
+        self.worked = self.worked.saturating_add(start.elapsed());
         Ok(self.done == self.len)
+    }
+}
+
+/// A segment a copy going on in steps works on: its turn, held throughout,
+/// which file it was, and the copy's plan on it.
+#[derive(Debug)]
+struct Hold {
+    /// The copy's turn on the segment, ended when the copy is dropped.
+    turn: Turn,
+    /// The file the copy began on.
+    identity: Identity,
+    /// How the copy goes on this segment.
+    plan: Plan,
+}
+
+impl Hold {
+    fn new(turn: Turn, segment: &Segment, plan: Plan) -> Hold {
+        Hold {
+            turn,
+            identity: segment.identity(),
+            plan,
+        }
+    }
+
+    /// The segment, for the next step: still the file the copy began on,
+    /// and still holding every byte the plan copies.
+    fn segment(&self) -> Result<InUse<'_>> {
+        let segment = self.turn.segment()?;
+        if segment.identity() != self.identity || segment.len() < self.plan.end() {
+            return Err(Error::InvalidPayload);
+        }
+        Ok(segment)
     }
 }
 
 /// A read that goes on in steps: see [`Progress`].
 #[derive(Debug)]
 pub struct Reading<B> {
+    /// How far the read has come.
     copy: Stepped,
+    /// The segment read.
+    source: Hold,
+    /// Where the bytes go.
     buffer: B,
 }
 
 impl<B: DerefMut<Target = [u8]>> Reading<B> {
-    /// Reads on for about `budget`; whether the read is done.
-    pub fn step(&mut self, budget: Duration) -> Result<bool> {
-        let buffer = &mut self.buffer;
-        self.copy.step(budget, |segment, start, end| {
-            segment.read(start as u64, &mut buffer[start..end])
+    /// Reads on for about `step`; whether the read is done.
+    pub fn step(&mut self, step: Duration) -> Result<bool> {
+        let segment = self.source.segment()?;
+        let (plan, buffer) = (&self.source.plan, &mut self.buffer);
+        self.copy.step(step, |start, end| {
+            segment.read(plan, start, &mut buffer[start as usize..end as usize])
         })
     }
 
@@ -542,25 +725,220 @@ impl<B: DerefMut<Target = [u8]>> Reading<B> {
 /// A write that goes on in steps: see [`Progress`].
 #[derive(Debug)]
 pub struct Writing {
+    /// How far the write has come.
     copy: Stepped,
+    /// The segment written.
+    target: Hold,
+    /// The struct's claims once the write is done.
     claim: Claim,
 }
 
 impl Writing {
-    /// Writes on for about `budget`; whether the write is done. `data` is
+    /// Writes on for about `step`; whether the write is done. `data` is
     /// what the write began with.
-    pub fn step(&mut self, data: &[u8], budget: Duration) -> Result<bool> {
-        if data.len() != self.copy.len {
+    pub fn step(&mut self, data: &[u8], step: Duration) -> Result<bool> {
+        if data.len() as u64 != self.copy.len {
             return Err(Error::InvalidPayload);
         }
-        self.copy.step(budget, |segment, start, end| {
-            segment.write(start as u64, &data[start..end])
+        let segment = self.target.segment()?;
+        let plan = &self.target.plan;
+        self.copy.step(step, |start, end| {
+            segment.write(plan, start, &data[start as usize..end as usize])
         })
     }
 
     /// The struct's claims once the write is done.
     pub fn claim(&self) -> Claim {
         self.claim
+    }
+}
+
+/// What a split leaves: the struct's claims, the new segment's guard and
+/// its claims.
+pub type Parts = (Claim, Guard, Claim);
+
+/// What a split, append or trim copies, part by part: bytes `[start, end)`
+/// of the copy are those at `from + start` and go to `to + start`.
+#[derive(Clone, Copy, Debug)]
+enum Move {
+    /// From one segment to another, as the two plans say.
+    Between {
+        from: u64,
+        to: u64,
+        plans: (Plan, Plan),
+    },
+    /// Within one segment.
+    Within { from: u64, to: u64, plan: Plan },
+}
+
+impl Move {
+    /// Copies `[start, end)` of the copy from `source` to `target` (the
+    /// same segment for a move within one).
+    fn part(&self, source: &Segment, target: &Segment, start: u64, end: u64) -> Result<()> {
+        match *self {
+            Move::Between { from, to, plans } => {
+                let plans = (&plans.0, &plans.1);
+                source.copy_to(from + start, target, to + start, end - start, plans)
+            }
+            Move::Within { from, to, plan } => {
+                source.copy_within(&plan, from + start, to + start, end - start)
+            }
+        }
+    }
+
+    /// A copy of `len` bytes of this move in steps: from the end when it
+    /// moves bytes up within a segment, so that no part overwrites bytes
+    /// still to be moved.
+    fn stepped(&self, len: u64) -> Stepped {
+        match *self {
+            Move::Within { from, to, .. } if to > from => Stepped::backward(len),
+            _ => Stepped::forward(len),
+        }
+    }
+}
+
+/// What becomes of a split, append or trim once its copy is done, or
+/// stopped short.
+#[derive(Debug)]
+enum Ending {
+    /// The new segment of a split: guarded when full, unlinked if the
+    /// copy stops short. The claims of the struct split and of the new
+    /// segment.
+    Split {
+        /// The new segment's name.
+        name: ShmName,
+        /// The new segment, open.
+        new: Segment,
+        /// The struct's claims after the split, and the new segment's.
+        claims: (Claim, Claim),
+    },
+    /// The segment appended to or trimmed: set to `size` bytes once done;
+    /// if it was grown for the copy, put back to `old` bytes if the copy
+    /// stops short.
+    Resize {
+        /// Its size before the operation.
+        old: u64,
+        /// Its size after.
+        size: u64,
+    },
+}
+
+/// What a split, append or trim that went in steps made.
+#[derive(Debug)]
+pub enum Moved {
+    /// A split's parts.
+    Split(Parts),
+    /// The struct's claims after an append or trim.
+    Resized(Claim),
+}
+
+/// A split, append or trim that goes on in steps, holding its turns
+/// throughout: see [`Progress`]. Its copy stopped short (by an error, or
+/// dropped between steps when its caller went away) leaves the segments as
+/// a failed call does: a split's new segment unlinked, a target grown for
+/// an append put back to its size. A trim's move cannot be taken back: one
+/// stopped short has moved part of the data down (as one that fails
+/// because another process shrank its segment).
+#[derive(Debug)]
+pub struct Moving {
+    /// How far the copy has come.
+    copy: Stepped,
+    /// What it copies, part by part.
+    what: Move,
+    /// The segment split, appended to or trimmed.
+    held: Hold,
+    /// The segment appended from, when another one.
+    source: Option<Hold>,
+    /// `None` once done.
+    ending: Option<Ending>,
+}
+
+impl Moving {
+    /// Copies on for about `step`; whether the copy is done.
+    pub fn step(&mut self, step: Duration) -> Result<bool> {
+        let held = self.held.segment()?;
+        let other = self.source.as_ref().map(Hold::segment).transpose()?;
+        let (source, target): (&Segment, &Segment) = match (&self.ending, &other) {
+            (Some(Ending::Split { new, .. }), _) => (&held, new),
+            (_, Some(source)) => (source, &held),
+            (_, None) => (&held, &held),
+        };
+        let what = self.what;
+        self.copy
+            .step(step, |start, end| what.part(source, target, start, end))
+    }
+
+    /// Ends the operation once the copy is done: guards a split's new
+    /// segment, sets an appended or trimmed segment's size.
+    pub fn finish(mut self) -> Result<Moved> {
+        if self.copy.done < self.copy.len {
+            return Err(Error::InvalidPayload);
+        }
+        match self.ending.take() {
+            Some(Ending::Split { name, new, claims }) => {
+                Ok(Moved::Split((claims.0, Guard::new(name, &new), claims.1)))
+            }
+            Some(Ending::Resize { old, size }) => {
+                if old > size {
+                    self.held.segment()?.resize(size)?;
+                }
+                Ok(Moved::Resized(Claim::full(size)))
+            }
+            None => Err(Error::InvalidPayload),
+        }
+    }
+
+    /// Takes the first step, of about `step`, and finishes if that was
+    /// all.
+    fn go_on<T>(mut self, step: Duration) -> Result<Progress<T, Moving>>
+    where
+        Moved: Into<Option<T>>,
+    {
+        if !self.step(step)? {
+            return Ok(Progress::Going(self));
+        }
+        self.finish()?
+            .into()
+            .map(Progress::Done)
+            .ok_or(Error::InvalidPayload)
+    }
+
+    /// Copies to the end, however long it takes, and finishes.
+    fn run_out(mut self) -> Result<Moved> {
+        while !self.step(Duration::MAX)? {}
+        self.finish()
+    }
+}
+
+impl From<Moved> for Option<Parts> {
+    fn from(moved: Moved) -> Option<Parts> {
+        match moved {
+            Moved::Split(parts) => Some(parts),
+            Moved::Resized(_) => None,
+        }
+    }
+}
+
+impl From<Moved> for Option<Claim> {
+    fn from(moved: Moved) -> Option<Claim> {
+        match moved {
+            Moved::Resized(claim) => Some(claim),
+            Moved::Split(_) => None,
+        }
+    }
+}
+
+impl Drop for Moving {
+    fn drop(&mut self) {
+        match self.ending.take() {
+            Some(Ending::Split { name, .. }) => sys::unlink(&name),
+            Some(Ending::Resize { old, size }) if old < size => {
+                if let Ok(mut segment) = self.held.segment() {
+                    let _ = segment.resize(old);
+                }
+            }
+            _ => {}
+        }
     }
 }
 
@@ -581,13 +959,6 @@ impl Deref for EntryRef<'_> {
     }
 }
 
-/// What appending `len` bytes of `source` at `at` in `target` costs.
-fn append_cost(source: &Segment, target: &Segment, at: u64, len: u64) -> Cost {
-    let (route, fresh) = target.write_route(at, len);
-    let read = Cost::copy(source.read_route(0, len), len);
-    read + Cost::copy(route, len) + Cost::fresh_pages(fresh) + Cost::resize(target.len(), at + len)
-}
-
 /// Makes `segment` (now `old` bytes) `len` bytes long with `[from, len)`
 /// reserved, runs `fill`, and only then shrinks it if `len` is less than
 /// `old`: a failure at any step puts the size back as it was.
@@ -598,11 +969,7 @@ fn grow_then(
     from: u64,
     fill: impl FnOnce(&Segment) -> Result<()>,
 ) -> Result<()> {
-    if old < len {
-        resize_reserving(segment, len, from, len)?;
-    } else {
-        segment.reserve(from, len)?;
-    }
+    grow(segment, old, len, from)?;
     if let Err(error) = fill(segment) {
         if old < len {
             let _ = segment.resize(old);
@@ -613,6 +980,16 @@ fn grow_then(
         segment.resize(len)?;
     }
     Ok(())
+}
+
+/// Makes `segment` (now `old` bytes) at least `len` bytes long with
+/// `[from, len)` reserved, or leaves its size as it was.
+fn grow(segment: &mut Segment, old: u64, len: u64, from: u64) -> Result<()> {
+    if old < len {
+        resize_reserving(segment, len, from, len)
+    } else {
+        segment.reserve(from, len)
+    }
 }
 
 /// Resizes `segment` to `len` and reserves `[from, to)`, or leaves its size
@@ -628,6 +1005,144 @@ fn resize_reserving(segment: &mut Segment, len: u64, from: u64, to: u64) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::Held;
+    use std::cell::Cell;
+
+    /// Copies in steps of one chunk each; remembers the cost admitted.
+    #[derive(Default)]
+    struct InSteps {
+        admitted: Cell<Option<Cost>>,
+    }
+
+    impl Scheduling for InSteps {
+        type Refusal = Error;
+
+        fn lock<'e>(&self, entry: &'e Entry, access: Access) -> Result<Held<'e>> {
+            Ok(entry.lock(access))
+        }
+
+        fn admit(&self, cost: Cost, _holds: &[&Held<'_>]) -> Result<()> {
+            self.admitted.set(Some(cost));
+            Ok(())
+        }
+
+        fn step(&self) -> Option<Duration> {
+            Some(Duration::ZERO)
+        }
+    }
+
+    const MIB: u64 = 1 << 20;
+
+    fn pattern(len: u64) -> Vec<u8> {
+        (0..len).map(|i| (i % 251) as u8).collect()
+    }
+
+    fn going<T: std::fmt::Debug>(progress: Progress<T, Moving>) -> Moving {
+        match progress {
+            Progress::Going(moving) => moving,
+            Progress::Done(done) => panic!("done in one step: {done:?}"),
+        }
+    }
+
+    fn size_of(guard: &Guard) -> u64 {
+        sys::status_of_name(guard.name()).unwrap().len
+    }
+
+    #[test]
+    fn the_cost_admitted_is_the_plan_that_is_copied() {
+        let guard = Shm::allocate(None, Claim::full(4 * MIB)).unwrap();
+        let shm = Shm::of_guard(&guard, Claim::full(4 * MIB));
+        let scheduling = InSteps::default();
+        let Progress::Going(mut writing) = shm.write_with(&scheduling, &[1; 4 << 20]).unwrap()
+        else {
+            panic!("4 MiB in one step of one chunk");
+        };
+        // Never written: pwrite, every page fresh, as the plan of a write
+        // into a new segment.
+        assert_eq!(
+            scheduling.admitted.get(),
+            Some(Plan::into_new(4 * MIB).cost())
+        );
+        while !writing.step(&[1; 4 << 20], Duration::ZERO).unwrap() {}
+        drop(writing);
+        let split = going(shm.split_at_with(&scheduling, MIB).unwrap());
+        let read = split.held.plan;
+        assert_eq!(
+            scheduling.admitted.get(),
+            Some(read.cost() + Plan::into_new(3 * MIB).cost())
+        );
+        let Move::Between { plans, .. } = split.what else {
+            panic!("a split copies between segments");
+        };
+        assert_eq!(plans, (read, Plan::into_new(3 * MIB)));
+    }
+
+    #[test]
+    fn a_trim_in_steps_moves_every_byte_down() {
+        let data = pattern(3 * MIB + 5);
+        let guard = allocate(&data);
+        let shm = Shm::of_guard(&guard, Claim::full(data.len() as u64));
+        let mut trim = going(shm.trim_with(&InSteps::default(), 7).unwrap());
+        while !trim.step(Duration::ZERO).unwrap() {}
+        let claim = Option::<Claim>::from(trim.finish().unwrap()).unwrap();
+        assert_eq!(claim, Claim::full(data.len() as u64 - 7));
+        assert_eq!(size_of(&guard), claim.size);
+        assert_eq!(
+            Shm::of_guard(&guard, claim).read(claim.size).unwrap(),
+            &data[7..]
+        );
+    }
+
+    #[test]
+    fn an_append_onto_itself_in_steps_moves_up_from_the_end() {
+        let data = pattern(3 * MIB);
+        let guard = allocate(&data);
+        let whole = Shm::of_guard(&guard, Claim::full(3 * MIB));
+        let half = Shm::of_guard(
+            &guard,
+            Claim {
+                size: MIB,
+                capacity: 3 * MIB,
+            },
+        );
+        let mut append = going(half.append_with(&InSteps::default(), &whole).unwrap());
+        while !append.step(Duration::ZERO).unwrap() {}
+        let claim = Option::<Claim>::from(append.finish().unwrap()).unwrap();
+        let expected = [&data[..MIB as usize], &data[..]].concat();
+        assert_eq!(
+            Shm::of_guard(&guard, claim).read(4 * MIB).unwrap(),
+            expected
+        );
+    }
+
+    #[test]
+    fn an_append_stopped_between_steps_puts_the_target_back() {
+        let target = allocate(b"abc");
+        let source = allocate(&pattern(8 * MIB));
+        let shm = Shm::of_guard(&target, Claim::full(3));
+        let from = Shm::of_guard(&source, Claim::full(8 * MIB));
+        let mut append = going(shm.append_with(&InSteps::default(), &from).unwrap());
+        assert!(!append.step(Duration::ZERO).unwrap());
+        assert_eq!(size_of(&target), 8 * MIB + 3, "grown for the copy");
+        drop(append);
+        assert_eq!(size_of(&target), 3);
+        assert_eq!(shm.read(3).unwrap(), b"abc");
+    }
+
+    #[test]
+    fn a_split_stopped_between_steps_leaves_no_new_segment() {
+        let guard = allocate(&pattern(2 * MIB));
+        let shm = Shm::of_guard(&guard, Claim::full(2 * MIB));
+        let split = going(shm.split_at_with(&InSteps::default(), 1).unwrap());
+        let Some(Ending::Split { name, .. }) = &split.ending else {
+            panic!("a split ends in a new segment");
+        };
+        let name = name.clone();
+        assert!(sys::status_of_name(&name).is_ok());
+        drop(split);
+        assert!(sys::status_of_name(&name).is_err(), "unlinked");
+        assert_eq!(size_of(&guard), 2 * MIB);
+    }
 
     fn allocate(data: &[u8]) -> Guard {
         let guard = Shm::allocate(None, Claim::full(data.len() as u64)).unwrap();

@@ -10,9 +10,10 @@
 //! Where a call runs is its own business: on a normal scheduler, work
 //! estimated at more than a millisecond moves the call to a dirty CPU
 //! scheduler (`Outcome::ToDirty`), with the same arguments; there, a read or
-//! write of many milliseconds copies about a millisecond at a time and
-//! reschedules itself between steps (`Outcome::Steps`), holding its turn on
-//! the segment, so that work queued meanwhile on the dirty schedulers (this
+//! write, split, append or trim of many milliseconds copies about a
+//! millisecond at a time (less once it has run long: see the `shmex`
+//! crate's `schedule` module) and reschedules itself between steps
+//! (`Outcome::Steps`), holding its turns on the segments, so that work queued meanwhile on the dirty schedulers (this
 //! library's or any other's) gets its share.
 
 use std::ffi::CString;
@@ -28,8 +29,10 @@ use rustler::{
     Binary, Encoder, Env, NewBinary, NifMap, NifResult, OwnedBinary, ResourceArc, SchedulerFlags,
     Term,
 };
-use shmex::internal::{self, decode_size, OnScheduler, Progress, Reading, Refusal, Writing, STEP};
-use shmex::{guarded_struct, ArgumentError, Claim, Shm, ShmexTerm};
+use shmex::internal::{
+    self, decode_size, Moved, Moving, OnScheduler, Progress, Reading, Refusal, Writing, STEP,
+};
+use shmex::{guarded_struct, ArgumentError, Shm, ShmexTerm};
 
 /// Declares the operation `$name` (the function of that name here, taking
 /// the NIF's arguments `$arg`) as a NIF of `Shmex.Native.Nif`: its entry
@@ -223,6 +226,8 @@ struct Stepping(Mutex<Option<Copying>>);
 enum Copying {
     Read(Reading<OwnedBinary>),
     Write(Writing),
+    /// A split, append or trim.
+    Move(Box<Moving>),
 }
 
 #[rustler::resource_impl]
@@ -295,7 +300,14 @@ pub fn set_capacity<'a>(
     shm: Term<'a>,
     capacity: Term<'a>,
 ) -> Outcome<'a> {
-    resize(env, on, shm, (capacity, "capacity"), internal::set_capacity)
+    decoded(|| {
+        let shm = ShmexTerm::decode(shm, "shm")?;
+        let capacity = decode_size(capacity, "capacity")?;
+        let claim = internal::set_capacity(&shm.shm("shm")?, &on.of(env), capacity);
+        settle(env, claim, |claim| {
+            Ok(Outcome::Reply(Ok(ok(env, shm.with_claim(env, claim)))))
+        })
+    })
 }
 
 operation!(read(shm, read_size));
@@ -438,12 +450,16 @@ operation!(split_at(shm, position));
 
 pub fn split_at<'a>(env: Env<'a>, on: Scheduler, shm: Term<'a>, position: Term<'a>) -> Outcome<'a> {
     decoded(|| {
+        let shm_term = shm;
         let shm = ShmexTerm::decode(shm, "shm")?;
         let position = decode_size(position, "position")?;
         let parts = internal::split_at(&shm.shm("shm")?, &on.of(env), position);
-        settle(env, parts, |(left, guard, right)| {
-            let parts = (shm.with_claim(env, left), guarded_struct(env, guard, right));
-            Ok(Outcome::Reply(Ok(ok(env, parts.encode(env)))))
+        settle(env, parts, |progress| {
+            Ok(moved(
+                env,
+                (&shm, shm_term),
+                progress.map_done(Moved::Split),
+            ))
         })
     })
 }
@@ -452,11 +468,16 @@ operation!(append(target, source));
 
 pub fn append<'a>(env: Env<'a>, on: Scheduler, target: Term<'a>, source: Term<'a>) -> Outcome<'a> {
     decoded(|| {
+        let target_term = target;
         let target = ShmexTerm::decode(target, "target")?;
         let source = ShmexTerm::decode(source, "source")?;
         let claim = internal::append(&target.shm("target")?, &on.of(env), &source.shm("source")?);
-        settle(env, claim, |claim| {
-            Ok(Outcome::Reply(Ok(ok(env, target.with_claim(env, claim)))))
+        settle(env, claim, |progress| {
+            Ok(moved(
+                env,
+                (&target, target_term),
+                progress.map_done(Moved::Resized),
+            ))
         })
     })
 }
@@ -464,26 +485,72 @@ pub fn append<'a>(env: Env<'a>, on: Scheduler, target: Term<'a>, source: Term<'a
 operation!(trim(shm, bytes));
 
 pub fn trim<'a>(env: Env<'a>, on: Scheduler, shm: Term<'a>, bytes: Term<'a>) -> Outcome<'a> {
-    resize(env, on, shm, (bytes, "bytes"), internal::trim)
-}
-
-/// A call that resizes a struct's segment by a byte count (named for its
-/// `ArgumentError`) and answers with the struct's new size and capacity.
-fn resize<'a>(
-    env: Env<'a>,
-    on: Scheduler,
-    shm: Term<'a>,
-    (count, argument): (Term<'a>, &str),
-    operation: impl FnOnce(&Shm, &OnScheduler<'_>, u64) -> Result<Claim, Refusal>,
-) -> Outcome<'a> {
     decoded(|| {
+        let shm_term = shm;
         let shm = ShmexTerm::decode(shm, "shm")?;
-        let count = decode_size(count, argument)?;
-        let claim = operation(&shm.shm("shm")?, &on.of(env), count);
-        settle(env, claim, |claim| {
-            Ok(Outcome::Reply(Ok(ok(env, shm.with_claim(env, claim)))))
+        let bytes = decode_size(bytes, "bytes")?;
+        let claim = internal::trim(&shm.shm("shm")?, &on.of(env), bytes);
+        settle(env, claim, |progress| {
+            Ok(moved(
+                env,
+                (&shm, shm_term),
+                progress.map_done(Moved::Resized),
+            ))
         })
     })
+}
+
+/// How a split, append or trim of the struct `shm` (decoded, and its
+/// term) goes on: the reply once done, else its next step.
+fn moved<'a>(
+    env: Env<'a>,
+    (shm, term): (&ShmexTerm<'a>, Term<'a>),
+    progress: Progress<Moved, Moving>,
+) -> Outcome<'a> {
+    match progress {
+        Progress::Done(moved) => Outcome::Reply(Ok(moved_reply(env, shm, moved))),
+        Progress::Going(moving) => {
+            let state = Stepping::term(env, Copying::Move(Box::new(moving)));
+            Outcome::Steps(move_step, vec![state, term])
+        }
+    }
+}
+
+/// `{:ok, struct}` for an append or trim of the struct `shm`, `{:ok,
+/// {left, right}}` for a split.
+fn moved_reply<'a>(env: Env<'a>, shm: &ShmexTerm<'a>, moved: Moved) -> Term<'a> {
+    match moved {
+        Moved::Split((left, guard, right)) => {
+            let parts = (shm.with_claim(env, left), guarded_struct(env, guard, right));
+            ok(env, parts.encode(env))
+        }
+        Moved::Resized(claim) => ok(env, shm.with_claim(env, claim)),
+    }
+}
+
+/// A split, append or trim going on in steps: `[state, shm]`, `shm` being
+/// the struct split, appended to or trimmed.
+unsafe extern "C" fn move_step(
+    env: *mut ErlNifEnv,
+    argc: i32,
+    argv: *const ErlNifTerm,
+) -> ErlNifTerm {
+    fn step<'a>(env: Env<'a>, args: &[Term<'a>]) -> Outcome<'a> {
+        go_on(env, args, move_step, |copying| {
+            let (&[_, shm], Copying::Move(mut moving)) = (args, copying) else {
+                return Err(rustler::Error::BadArg);
+            };
+            Ok(match moving.step(STEP)? {
+                true => {
+                    let shm = ShmexTerm::decode(shm, "shm")?;
+                    Ok(moved_reply(env, &shm, moving.finish()?))
+                }
+                false => Err(Copying::Move(moving)),
+            })
+        })
+    }
+    // SAFETY: the VM calls this as the copy continued, with its arguments.
+    unsafe { continued(env, argc, argv, step) }
 }
 
 /// The outcome `call` makes, or the exception its arguments raise.

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use crate::exclusion::Access;
 use crate::leftovers::{self, Kind};
 use crate::registry;
-use crate::segment::Segment;
+use crate::segment::{Pages, Segment};
 use crate::sys;
 use crate::{background, budget, guard, Claim, Error, Guard, Result, ShmName};
 
@@ -73,8 +73,10 @@ pub enum Creation {
 /// name and identity.
 pub fn create(name: Option<ShmName>, len: u64, how: Creation) -> Result<(ShmName, Identity)> {
     let (name, segment) = match name {
-        Some(name) => Segment::create(&name, len).map(|segment| (name, segment))?,
-        None => Segment::create_unique(len)?,
+        Some(name) => {
+            Segment::create_as(&name, len, Pages::Reserved).map(|segment| (name, segment))?
+        }
+        None => Segment::create_unique_as(len, Pages::Reserved)?,
     };
     let identity = segment.identity();
     match how {

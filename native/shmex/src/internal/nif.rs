@@ -12,9 +12,9 @@ use crate::cost::Cost;
 use crate::exclusion::{Access, Ticket, Wake};
 use crate::registry::{Entry, Held};
 use crate::schedule::Scheduling;
-use crate::{background, Claim, Error, Guard, Shm};
+use crate::{background, Claim, Error, Shm};
 
-pub use crate::shm::{Progress, Reading, Writing};
+pub use crate::shm::{Moved, Moving, Parts, Progress, Reading, Writing};
 
 mod atoms {
     rustler::atoms! { shmex_segment_free }
@@ -28,7 +28,8 @@ const NORMAL_SCHEDULER: Duration = Duration::from_millis(1);
 const TIME_SLICE: Duration = Duration::from_millis(1);
 
 /// How long one step of a long copy on a dirty scheduler takes: a time
-/// slice.
+/// slice, while the copy is young (shorter once it has run long: see
+/// `schedule::step_budget`).
 pub const STEP: Duration = TIME_SLICE;
 
 /// A NIF call: on a normal scheduler it refuses work longer than about a
@@ -242,7 +243,7 @@ pub fn split_at(
     shm: &Shm,
     on: &OnScheduler<'_>,
     position: u64,
-) -> std::result::Result<(Claim, Guard, Claim), Refusal> {
+) -> std::result::Result<Progress<Parts, Moving>, Refusal> {
     shm.split_at_with(on, position)
 }
 
@@ -251,11 +252,15 @@ pub fn append(
     shm: &Shm,
     on: &OnScheduler<'_>,
     source: &Shm,
-) -> std::result::Result<Claim, Refusal> {
+) -> std::result::Result<Progress<Claim, Moving>, Refusal> {
     shm.append_with(on, source)
 }
 
 /// `Shm::trim` for a NIF call.
-pub fn trim(shm: &Shm, on: &OnScheduler<'_>, bytes: u64) -> std::result::Result<Claim, Refusal> {
+pub fn trim(
+    shm: &Shm,
+    on: &OnScheduler<'_>,
+    bytes: u64,
+) -> std::result::Result<Progress<Claim, Moving>, Refusal> {
     shm.trim_with(on, bytes)
 }

@@ -94,6 +94,12 @@ pub fn reserve(fd: BorrowedFd, offset: u64, len: u64) -> Result<()> {
     fcntl::posix_fallocate(fd, offset, len).during(Syscall::Ftruncate)
 }
 
+/// Sizes the empty file `fd` to `len` bytes with their pages reserved, in
+/// one call (`fallocate` extends a file).
+pub fn allocate(fd: BorrowedFd, len: u64) -> Result<()> {
+    reserve(fd, 0, len)
+}
+
 /// Whether the filesystem of `fd` has no page left.
 pub fn is_full(fd: BorrowedFd) -> bool {
     nix::sys::statvfs::fstatvfs(fd).is_ok_and(|stats| stats.blocks_available() == 0)

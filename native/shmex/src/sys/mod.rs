@@ -25,7 +25,7 @@ use crate::error::{Context, Error, Result, Syscall};
 mod os;
 
 pub(crate) use os::{
-    create, is_full, names, open, rename, reserve, status_of_name, total_memory, unlink,
+    allocate, create, is_full, names, open, rename, reserve, status_of_name, total_memory, unlink,
 };
 
 /// Which file a segment is: two names or descriptors with the same identity

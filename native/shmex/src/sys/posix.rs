@@ -75,6 +75,18 @@ pub fn reserve(_fd: BorrowedFd, _offset: u64, _len: u64) -> Result<()> {
     Ok(())
 }
 
+/// Sizes the empty file `fd` to `len` bytes with their pages reserved, in
+/// one call, where the OS can (`posix_fallocate` extends a file).
+#[cfg(any(target_os = "linux", target_os = "freebsd"))]
+pub fn allocate(fd: BorrowedFd, len: u64) -> Result<()> {
+    reserve(fd, 0, len)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+pub fn allocate(_fd: BorrowedFd, _len: u64) -> Result<()> {
+    Err(Error::Os(Errno::ENOTSUP, Syscall::Ftruncate))
+}
+
 /// Whether the filesystem of `fd` has no page left.
 pub fn is_full(fd: BorrowedFd) -> bool {
     nix::sys::statvfs::fstatvfs(fd).is_ok_and(|stats| stats.blocks_available() == 0)
