@@ -68,4 +68,19 @@ defmodule Shmex.GuardTest do
     assert Native.read(forged) == {:ok, "bb"}
     assert Native.add_guard(forged) == {:error, :already_guarded}
   end
+
+  test "a struct carrying its own guard is still taken by the name it spells" do
+    shm = Shmex.new("abc")
+    "/" <> bare = shm.name
+
+    for spelling <- [bare, "//" <> bare] do
+      assert Native.read(%{shm | name: spelling}) == {:ok, "abc"}
+    end
+
+    assert_raise ArgumentError, ~r/NUL/, fn -> Native.read(%{shm | name: shm.name <> "\0"}) end
+    assert Native.read(%{shm | name: "/.shmex-" <> bare}) == {:error, {:eacces, :shm_open}}
+    assert Native.read(%{shm | name: shm.name <> "x"}) == {:error, {:enoent, :shm_open}}
+    too_long = String.duplicate("/", 5000) <> bare
+    assert Native.read(%{shm | name: too_long}) == {:error, {:enametoolong, :shm_open}}
+  end
 end

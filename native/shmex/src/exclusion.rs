@@ -18,9 +18,13 @@
 //! [`LEASE`] (it was killed meanwhile) is taken back and passed on.
 //!
 //! Owns the bookkeeping only; it is kept under its segment's mutex, with
-//! what else the segment's entry keeps ([`crate::registry`]).
+//! what else the segment's entry keeps ([`crate::registry`]), except who
+//! holds the segment ([`Holders`]): a call ending its turn while nobody
+//! waits changes that alone, with one atomic operation and no mutex.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long a turn given to a parked call waits for the call to come back.
@@ -84,11 +88,90 @@ struct Given {
     lease_before_a_thread: Duration,
 }
 
+/// Who holds a segment, in one word: how many readers, whether a writer,
+/// and whether calls wait in the queue. Turns are taken only under the
+/// segment's mutex; a turn ends with one atomic operation, which says
+/// whether calls wait (only then is the mutex taken, to pass turns on).
+#[derive(Debug, Default)]
+pub(crate) struct Holders(AtomicU32);
+
+/// The writer's bit in [`Holders`].
+const WRITER: u32 = 1 << 31;
+/// Set while calls wait in the queue (set and cleared under the mutex).
+const WAITING: u32 = 1 << 30;
+/// The readers' count in [`Holders`].
+const READERS: u32 = WAITING - 1;
+
+impl Holders {
+    /// Ends a turn for `access`; whether calls wait, to be given their
+    /// turns ([`Turns::pass_on_into`], under the mutex).
+    pub fn leave(&self, access: Access) -> bool {
+        let before = match access {
+            Access::Shared => self.0.fetch_sub(1, Ordering::AcqRel),
+            Access::Exclusive => self.0.fetch_and(!WRITER, Ordering::AcqRel),
+        };
+        before & WAITING != 0
+    }
+
+    /// Counts a turn for `access`, given under the mutex.
+    fn take(&self, access: Access) {
+        match access {
+            Access::Shared => self.0.fetch_add(1, Ordering::AcqRel),
+            Access::Exclusive => self.0.fetch_or(WRITER, Ordering::AcqRel),
+        };
+    }
+
+    /// Takes a turn for `access` if the holders allow it, else marks that
+    /// a call waits: in one step, so that a turn ending meanwhile either
+    /// lets this call in or sees it waiting.
+    fn take_or_wait(&self, access: Access) -> bool {
+        let mut now = self.0.load(Ordering::Acquire);
+        loop {
+            let (next, taken) = if compatible(now, access) {
+                let next = match access {
+                    Access::Shared => now + 1,
+                    Access::Exclusive => now | WRITER,
+                };
+                (next, true)
+            } else {
+                (now | WAITING, false)
+            };
+            match self
+                .0
+                .compare_exchange_weak(now, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return taken,
+                Err(changed) => now = changed,
+            }
+        }
+    }
+
+    /// Whether the holders let a call for `access` in.
+    fn admit(&self, access: Access) -> bool {
+        compatible(self.0.load(Ordering::Acquire), access)
+    }
+
+    fn set_waiting(&self, waiting: bool) {
+        if waiting {
+            self.0.fetch_or(WAITING, Ordering::AcqRel);
+        } else {
+            self.0.fetch_and(!WAITING, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Whether holders `word` let a call for `access` in.
+fn compatible(word: u32, access: Access) -> bool {
+    match access {
+        Access::Shared => word & WRITER == 0,
+        Access::Exclusive => word & (WRITER | READERS) == 0,
+    }
+}
+
 /// The turns of the calls on one segment.
 #[derive(Default)]
 pub(crate) struct Turns {
-    readers: u32,
-    writer: bool,
+    holders: Arc<Holders>,
     queue: VecDeque<Waiting>,
     given: Vec<Given>,
 }
@@ -103,25 +186,33 @@ pub(crate) enum Entered {
 }
 
 impl Turns {
-    /// Whether a call for `access` may go in now: nobody waits, and nobody
-    /// holds the segment in a way that excludes it.
-    pub fn admits(&self, access: Access) -> bool {
-        self.queue.is_empty() && self.compatible(access)
+    /// Who holds the segment: shared with the entry, so that a turn can end
+    /// without the mutex ([`Holders::leave`]).
+    pub fn holders(&self) -> &Arc<Holders> {
+        &self.holders
     }
 
-    fn compatible(&self, access: Access) -> bool {
-        match access {
-            Access::Shared => !self.writer,
-            Access::Exclusive => !self.writer && self.readers == 0,
+    /// Whether a call for `access` may go in now: nobody waits, and nobody
+    /// holds the segment in a way that excludes it.
+    #[cfg(test)]
+    pub fn admits(&self, access: Access) -> bool {
+        self.queue.is_empty() && self.holders.admit(access)
+    }
+
+    /// Takes a turn for `access` if the call may go in now: nobody waits,
+    /// and nobody holds the segment in a way that excludes it. Otherwise
+    /// the call is to wait in the queue ([`Turns::block`], or as
+    /// [`Turns::enter`] does).
+    pub fn try_take(&mut self, access: Access) -> bool {
+        if !self.queue.is_empty() {
+            return false;
         }
+        self.holders.take_or_wait(access)
     }
 
     /// Gives a call its turn; it must be admitted.
     pub fn take(&mut self, access: Access) {
-        match access {
-            Access::Shared => self.readers += 1,
-            Access::Exclusive => self.writer = true,
-        }
+        self.holders.take(access);
     }
 
     /// A turn for the call of process `key` (which may have called before,
@@ -156,11 +247,11 @@ impl Turns {
                 return Entered::Queued(waiting.ticket);
             }
         }
-        if self.admits(access) {
-            self.take(access);
+        if self.try_take(access) {
             return Entered::Now;
         }
         let ticket = ticket();
+        self.holders.set_waiting(true);
         self.queue.push_back(Waiting {
             ticket,
             access,
@@ -174,6 +265,7 @@ impl Turns {
 
     /// Takes the place of a blocked thread in the queue.
     pub fn block(&mut self, access: Access, ticket: Ticket) {
+        self.holders.set_waiting(true);
         self.queue.push_back(Waiting {
             ticket,
             access,
@@ -247,10 +339,13 @@ impl Turns {
     /// Ends a call's turn; what the calls whose turn it now is need is left
     /// in `freed`.
     pub fn release_into(&mut self, access: Access, freed: &mut Freed) {
-        match access {
-            Access::Shared => self.readers -= 1,
-            Access::Exclusive => self.writer = false,
-        }
+        self.holders.leave(access);
+        self.give_turns(freed);
+    }
+
+    /// Gives the waiting calls their turns after a turn ended without the
+    /// mutex ([`Holders::leave`] said calls wait).
+    pub fn pass_on_into(&mut self, freed: &mut Freed) {
         self.give_turns(freed);
     }
 
@@ -258,7 +353,7 @@ impl Turns {
     /// behind it if it is a reader, as far as it is free for them.
     fn give_turns(&mut self, freed: &mut Freed) {
         while let Some(head) = self.queue.front() {
-            if !self.compatible(head.access) {
+            if !self.holders.admit(head.access) {
                 break;
             }
             let Some(waiting) = self.queue.pop_front() else {
@@ -285,6 +380,9 @@ impl Turns {
                 break;
             }
         }
+        if self.queue.is_empty() {
+            self.holders.set_waiting(false);
+        }
     }
 
     fn given_to(&self, key: u64) -> Option<usize> {
@@ -303,8 +401,7 @@ impl Waiting {
 impl std::fmt::Debug for Turns {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Turns")
-            .field("readers", &self.readers)
-            .field("writer", &self.writer)
+            .field("holders", &self.holders)
             .field("waiting", &self.queue.len())
             .field("given", &self.given)
             .finish()
@@ -468,5 +565,37 @@ mod tests {
         turns.release_into(Access::Exclusive, &mut freed);
         assert!(turns.given_to_thread(Ticket(2)));
         assert!(freed.wakes.is_empty());
+    }
+
+    #[test]
+    fn a_turn_ending_as_a_call_queues_either_lets_it_in_or_sees_it() {
+        let mut turns = Turns::default();
+        let holders = Arc::clone(turns.holders());
+        assert!(turns.try_take(Access::Exclusive));
+        // Without anyone waiting, a turn ends without the mutex.
+        assert!(!holders.leave(Access::Exclusive));
+        assert!(turns.try_take(Access::Shared));
+        // A writer finds a reader: it is marked waiting in the same step.
+        assert!(!turns.try_take(Access::Exclusive));
+        turns.block(Access::Exclusive, Ticket(1));
+        assert!(
+            holders.leave(Access::Shared),
+            "the reader sees the writer wait"
+        );
+        let mut freed = Freed::default();
+        turns.pass_on_into(&mut freed);
+        assert!(freed.threads && turns.given_to_thread(Ticket(1)));
+        // Nobody waits any more: the writer's turn ends alone.
+        assert!(!holders.leave(Access::Exclusive));
+        assert!(turns.admits(Access::Exclusive));
+    }
+
+    #[test]
+    fn a_call_after_the_queue_waits_though_the_holders_would_let_it_in() {
+        let mut turns = Turns::default();
+        turns.take(Access::Shared);
+        turns.block(Access::Exclusive, Ticket(1));
+        // Only a reader holds the segment, but a writer came first.
+        assert!(!turns.try_take(Access::Shared));
     }
 }

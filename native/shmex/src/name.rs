@@ -153,6 +153,20 @@ impl ShmName {
         }
     }
 
+    /// Whether `spelling` is a spelling of this name: what [`ShmName::new`]
+    /// makes of it equals this name. Read in place, without validating or
+    /// copying it: for a struct carrying the guard of its own name.
+    pub fn is_spelled(&self, spelling: &[u8]) -> bool {
+        if spelling.len() > PATH_MAX {
+            return false;
+        }
+        let leading = spelling.iter().take_while(|&&byte| byte == b'/').count();
+        // A name the OS accepts has neither NUL nor slash: nor has a
+        // spelling equal to it. No reserved name is accepted.
+        self.key()
+            .is_ok_and(|key| key == &spelling[leading..] && !key.starts_with(RESERVED))
+    }
+
     /// The name as `shm_open(3)` spells it, with one leading slash; empty for
     /// a name the OS refuses.
     pub fn to_posix(&self) -> Vec<u8> {
@@ -350,5 +364,24 @@ mod tests {
         assert_eq!(base36(35, 2), "0z");
         assert_eq!(base36(36, 2), "10");
         assert_eq!(base36(u64::MAX, 13), "3w5e11264sgsf");
+    }
+
+    #[test]
+    fn a_spelling_of_a_name_is_what_new_makes_of_it() {
+        let generated = ShmName::generate();
+        let posix = generated.to_posix();
+        let bare = &posix[1..];
+        for spelling in [&posix[..], bare, &[b"//", bare].concat()[..]] {
+            assert!(generated.is_spelled(spelling));
+            assert!(ShmName::new(spelling).unwrap() == generated);
+        }
+        let slashes = [&[b'/'; PATH_MAX][..], bare].concat();
+        for other in [&[bare, b"\0"].concat()[..], &bare[1..], b"", &slashes[..]] {
+            assert!(!generated.is_spelled(other));
+            assert!(ShmName::new(other) != Some(generated.clone()));
+        }
+        let reserved = ShmName::reserved(b".shmex-x").unwrap();
+        assert!(!reserved.is_spelled(b".shmex-x"), "new refuses it");
+        assert!(!name(b"a/b").is_spelled(b"a/b"), "the OS refuses it");
     }
 }

@@ -2,8 +2,8 @@
 //! guard, copies of its struct with or without the guard, a second guard,
 //! another spelling of its name) reaches the same [`Entry`], which holds the
 //! segment's turns ([`crate::exclusion`]) and what is kept open of it
-//! between calls, under one mutex: a call takes it once to start, once to
-//! end.
+//! between calls, under one mutex: a call takes it once to start, and ends
+//! its turn without it (one atomic operation) unless calls wait.
 //!
 //! The name is the truth, as in Shmex 0.5.1: a call works on the segment the
 //! name leads to when the call starts. A descriptor kept open is used only
@@ -32,7 +32,7 @@
 //! Owns the table of entries and what each keeps; knows nothing of claims or
 //! guards.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::ops::{Deref, DerefMut};
@@ -44,7 +44,9 @@ use crate::background;
 use crate::budget::Slot;
 use crate::cost;
 use crate::error::Result;
-use crate::exclusion::{Access, Entered, Freed, Ticket, Turns, Wake, LEASE_BEFORE_A_THREAD};
+use crate::exclusion::{
+    Access, Entered, Freed, Holders, Ticket, Turns, Wake, LEASE_BEFORE_A_THREAD,
+};
 use crate::mapping::Mapping;
 use crate::name::ShmName;
 use crate::segment::{Open, Segment};
@@ -79,6 +81,9 @@ static TABLE: LazyLock<Table> = LazyLock::new(|| Table {
 #[derive(Debug)]
 pub(crate) struct Entry {
     name: ShmName,
+    /// Who holds the segment (its turns' [`Holders`], shared with them): a
+    /// turn ends there, without the mutex, unless calls wait.
+    holders: Arc<Holders>,
     state: Mutex<State>,
     released: Condvar,
     /// How many guards hold the entry: only then is a segment kept open,
@@ -145,7 +150,9 @@ pub(crate) struct Held<'e> {
     /// The process the turn is handed back to when dropped, instead of
     /// ending: the call goes on elsewhere and takes it up again.
     hand_to: Cell<Option<u64>>,
-    kept: Snapshot,
+    /// What was kept when the turn began, until the call's segment takes it
+    /// (`None` then).
+    kept: RefCell<Option<Snapshot>>,
 }
 
 /// A turn kept past the call that took it, by work that goes on in steps
@@ -164,9 +171,11 @@ pub(crate) fn entry(name: &ShmName) -> Arc<Entry> {
     if let Some(entry) = shard.get(name).and_then(Weak::upgrade) {
         return entry;
     }
+    let state = State::default();
     let entry = Arc::new(Entry {
         name: name.clone(),
-        state: Mutex::default(),
+        holders: Arc::clone(state.turns.holders()),
+        state: Mutex::new(state),
         released: Condvar::new(),
         guards: AtomicUsize::new(0),
     });
@@ -189,8 +198,7 @@ impl Entry {
     /// the calls that were waiting before this one.
     pub fn lock(&self, access: Access) -> Held<'_> {
         let mut state = self.state();
-        if state.turns.admits(access) {
-            state.turns.take(access);
+        if state.turns.try_take(access) {
             return self.begin(state, access);
         }
         let ticket = next_ticket();
@@ -266,16 +274,15 @@ impl Entry {
     }
 
     fn begin<'e>(&'e self, mut state: MutexGuard<'_, State>, access: Access) -> Held<'e> {
-        let kept = state.kept.as_mut().map(|kept| {
+        if let Some(kept) = state.kept.as_mut() {
             kept.calls = kept.calls.saturating_add(1);
-            let busy = kept.calls > MAP_AFTER;
-            (Arc::clone(&kept.open), kept.mapping.clone(), busy)
-        });
+        }
+        let kept = state.snapshot();
         Held {
             entry: self,
             access: Some(access),
             hand_to: Cell::new(None),
-            kept,
+            kept: RefCell::new(Some(kept)),
         }
     }
 
@@ -344,15 +351,15 @@ impl Entry {
     /// The segment the name leads to, for a call that began with `kept`: the
     /// one kept open if the name still leads to it, else opened now (and
     /// kept, if a guard holds the entry and the budget allows).
-    fn segment(&self, kept: &Snapshot) -> Result<InUse<'_>> {
+    fn segment(&self, kept: Snapshot) -> Result<InUse<'_>> {
         let in_use = |segment| InUse {
             entry: self,
             segment,
         };
         if let Some((open, mapping, busy)) = kept {
-            match Segment::begin(Arc::clone(open), mapping.clone(), *busy)? {
-                Some(segment) => return Ok(in_use(segment)),
-                None => self.forget(open),
+            match Segment::begin(open, mapping, busy)? {
+                Ok(segment) => return Ok(in_use(segment)),
+                Err(open) => self.forget(&open),
             }
         }
         let segment = Segment::open(&self.name)?;
@@ -370,9 +377,14 @@ impl Entry {
         }
     }
 
+    /// Ends a turn: without the mutex unless calls wait, who are then
+    /// given their turns.
     fn end(&self, access: Access) {
+        if !self.holders.leave(access) {
+            return;
+        }
         let mut freed = Freed::default();
-        self.state().turns.release_into(access, &mut freed);
+        self.state().turns.pass_on_into(&mut freed);
         self.pass_on(freed);
     }
 
@@ -417,6 +429,15 @@ impl State {
 
     fn forget_yielded(&mut self, turn: Ticket) {
         self.yielded.retain(|yielded| yielded.turn != turn);
+    }
+
+    /// What is kept now, for a call: the kept segment and mapping shared
+    /// with it, and whether it is busy enough to copy through the mapping.
+    fn snapshot(&self) -> Snapshot {
+        self.kept.as_ref().map(|kept| {
+            let busy = kept.calls > MAP_AFTER;
+            (Arc::clone(&kept.open), kept.mapping.clone(), busy)
+        })
     }
 
     /// What is kept of the segment, if it is `open` (and not another segment
@@ -470,7 +491,14 @@ impl<'e> Held<'e> {
     /// the name still leads to it, else opened now (and kept, if a guard
     /// holds the entry and the budget allows).
     pub fn segment(&self) -> Result<InUse<'e>> {
-        self.entry.segment(&self.kept)
+        // Taken by the call's first segment (a call mostly has one); a
+        // second one sees what is kept now.
+        let kept = self
+            .kept
+            .borrow_mut()
+            .take()
+            .unwrap_or_else(|| self.entry.state().snapshot());
+        self.entry.segment(kept)
     }
 
     /// Hands the turn back to the process `key` when dropped: the call
@@ -507,11 +535,8 @@ impl Drop for Held<'_> {
 impl Turn {
     /// The segment the name leads to now, as [`Held::segment`].
     pub fn segment(&self) -> Result<InUse<'_>> {
-        let kept = self.entry.state().kept.as_ref().map(|kept| {
-            let busy = kept.calls > MAP_AFTER;
-            (Arc::clone(&kept.open), kept.mapping.clone(), busy)
-        });
-        self.entry.segment(&kept)
+        let kept = self.entry.state().snapshot();
+        self.entry.segment(kept)
     }
 
     /// The work holding this turn waits between steps: a thread that waits
@@ -789,5 +814,33 @@ mod tests {
                 });
             }
         });
+    }
+
+    #[test]
+    fn readers_and_writers_exclude_each_other_when_turns_end_without_the_mutex() {
+        let scratch = Scratch::new(1);
+        let shared = entry(&scratch.name);
+        // Readers count up by one, a writer by a thousand: a writer sees
+        // only itself, a reader no writer.
+        let inside = std::sync::atomic::AtomicU32::new(0);
+        std::thread::scope(|scope| {
+            for thread in 0..6 {
+                let (shared, inside) = (&shared, &inside);
+                scope.spawn(move || {
+                    for round in 0..300 {
+                        if (thread + round) % 3 == 0 {
+                            let _held = shared.lock(Access::Exclusive);
+                            assert_eq!(inside.fetch_add(1000, Ordering::SeqCst), 0);
+                            inside.fetch_sub(1000, Ordering::SeqCst);
+                        } else {
+                            let _held = shared.lock(Access::Shared);
+                            assert!(inside.fetch_add(1, Ordering::SeqCst) < 1000);
+                            inside.fetch_sub(1, Ordering::SeqCst);
+                        }
+                    }
+                });
+            }
+        });
+        assert!(shared.state().turns.admits(Access::Exclusive));
     }
 }

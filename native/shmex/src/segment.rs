@@ -168,18 +168,18 @@ impl Segment {
     }
 
     /// Starts a call on a segment kept `open`, with its `mapping`: reads its
-    /// size. `None` when its name no longer leads to it (unlinked, perhaps
-    /// replaced): it is not the segment the name means any more.
+    /// size. `Err(open)` back when its name no longer leads to it (unlinked,
+    /// perhaps replaced): it is not the segment the name means any more.
     pub fn begin(
         open: Arc<Open>,
         mapping: Option<Arc<Mapping>>,
         busy: bool,
-    ) -> Result<Option<Segment>> {
+    ) -> Result<std::result::Result<Segment, Arc<Open>>> {
         let status = sys::status_of(open.fd.as_fd())?;
         if !status.linked {
-            return Ok(None);
+            return Ok(Err(open));
         }
-        Ok(Some(Segment::with_status(open, mapping, busy, status)))
+        Ok(Ok(Segment::with_status(open, mapping, busy, status)))
     }
 
     fn fresh(fd: OwnedFd, status: Status) -> Segment {
@@ -329,12 +329,12 @@ impl Segment {
         if buffer.is_empty() {
             return Ok(());
         }
-        match self.planned_mapping(plan) {
-            Some(map) => map
-                .read(offset, buffer)
-                .or_else(|fault| self.failed(fault, end)),
-            None => io::read_exact(self.fd(), buffer, offset),
+        if self.maps(plan) {
+            if let Some(read) = self.in_mapping(|map| map.read(offset, &mut *buffer)) {
+                return read.or_else(|fault| self.failed(fault, end));
+            }
         }
+        io::read_exact(self.fd(), buffer, offset)
     }
 
     /// Writes `data` at `offset`, a part of the copy `plan` planned, which
@@ -344,18 +344,18 @@ impl Segment {
         if data.is_empty() {
             return Ok(());
         }
-        let mapping = self.planned_mapping(plan);
+        let mapped = self.maps(plan);
         // `pwrite` into one page gets that page or fails having changed
         // nothing: only a mapping, or several pages, need reserving first.
-        if mapping.is_some() || !within_one_page(offset, end) {
+        if mapped || !within_one_page(offset, end) {
             self.reserve(offset, end)?;
         }
-        match mapping {
-            Some(map) => map
-                .write(offset, data)
-                .or_else(|fault| self.failed(fault, end)),
-            None => io::write_all(self.fd(), data, offset),
+        if mapped {
+            if let Some(written) = self.in_mapping(|map| map.write(offset, data)) {
+                return written.or_else(|fault| self.failed(fault, end));
+            }
         }
+        io::write_all(self.fd(), data, offset)
     }
 
     /// Copies `len` bytes from `from` to `to`, a part of the move `plan`
@@ -493,6 +493,19 @@ impl Segment {
         end <= self.open.backed() || self.no_holes
     }
 
+    /// Whether `plan` copies through a mapping (as
+    /// [`Segment::planned_mapping`] would give it, made now if need be),
+    /// which [`Segment::in_mapping`] then reaches without sharing it.
+    fn maps(&self, plan: &Plan) -> bool {
+        matches!(plan.route, Route::Mapped { .. }) && self.ensure_mapping(plan.end).is_ok()
+    }
+
+    /// `copy` run on the mapping this call has, if it has one (see
+    /// [`Segment::maps`]).
+    fn in_mapping<R>(&self, copy: impl FnOnce(&Mapping) -> R) -> Option<R> {
+        self.mapping.borrow().as_deref().map(copy)
+    }
+
     /// The mapping `plan` copies through, if it planned one: the kept one
     /// if it covers the plan's range, else a new one. A mapping the OS
     /// refuses (no map entry left) is the one departure from the plan: the
@@ -523,8 +536,17 @@ impl Segment {
     /// The kept mapping if it covers `[0, end)`, else a new one of the whole
     /// segment, kept instead (and reported by [`Segment::new_mapping`]).
     fn mapping_for(&self, end: u64) -> Result<Arc<Mapping>> {
-        if let Some(map) = self.cached_mapping(end) {
-            return Ok(map);
+        self.ensure_mapping(end)?;
+        self.cached_mapping(end)
+            .ok_or(Error::Os(Errno::ENOMEM, Syscall::Mmap))
+    }
+
+    /// Makes sure this call has a mapping of at least `[0, end)`: the kept
+    /// one if it covers that, else a new one of the whole segment, kept
+    /// instead (and reported by [`Segment::new_mapping`]).
+    fn ensure_mapping(&self, end: u64) -> Result<()> {
+        if self.has_mapping(end) {
+            return Ok(());
         }
         let len = usize::try_from(self.len.max(end))
             .ok()
@@ -532,8 +554,8 @@ impl Segment {
             .ok_or(Error::Os(Errno::ENOMEM, Syscall::Mmap))?;
         let map = Arc::new(Mapping::new(self.fd(), len)?);
         self.remapped.set(true);
-        *self.mapping.borrow_mut() = Some(Arc::clone(&map));
-        Ok(map)
+        *self.mapping.borrow_mut() = Some(map);
+        Ok(())
     }
 
     /// The error for an access to `[0, end)` through a mapping that failed.

@@ -619,7 +619,10 @@ impl<'a> Shm<'a> {
         self.name
             .canonical()
             .map_err(|errno| Error::Os(errno, Syscall::ShmOpen))?;
-        let ours = self.guard.filter(|guard| guard.name() == self.name);
+        // The struct's name is mostly its guard's own, not a copy.
+        let ours = self
+            .guard
+            .filter(|guard| std::ptr::eq(guard.name(), self.name) || guard.name() == self.name);
         Ok(match ours.and_then(Guard::entry) {
             Some(entry) => EntryRef::Guard(entry),
             None => EntryRef::Table(registry::entry(self.name)),

@@ -81,9 +81,11 @@ struct ShmexStruct<'a> {
 
 /// A `%Shmex{}` term, taken apart.
 pub struct ShmexTerm<'a> {
-    name: Option<ShmName>,
+    name: Name,
     claim: Claim,
-    guard: Option<ResourceArc<Guard>>,
+    /// Our guard, borrowed from the term (which holds a reference to it for
+    /// as long as the call runs).
+    guard: Option<&'a Guard>,
     term: Term<'a>,
     name_term: Term<'a>,
     guard_term: Term<'a>,
@@ -104,6 +106,7 @@ impl<'a> ShmexTerm<'a> {
         }
         let name_term = field(atoms::name())?;
         let guard_term = field(atoms::guard())?;
+        let guard = guard_term.try_get_resource::<Guard>();
         let count =
             |key: Atom, name: &str| decode_size(field(key)?, format_args!("{argument}.{name}"));
         let claim = Claim {
@@ -111,9 +114,9 @@ impl<'a> ShmexTerm<'a> {
             capacity: count(atoms::capacity(), "capacity")?,
         };
         Ok(ShmexTerm {
-            name: decode_name(name_term, argument)?,
+            name: decode_name(name_term, argument, guard)?,
             claim,
-            guard: guard_term.decode().ok(),
+            guard,
             term,
             name_term,
             guard_term,
@@ -122,7 +125,11 @@ impl<'a> ShmexTerm<'a> {
 
     /// The segment's name; `None` for a struct never allocated (`name: nil`).
     pub fn name(&self) -> Option<&ShmName> {
-        self.name.as_ref()
+        match &self.name {
+            Name::Nil => None,
+            Name::Guard => self.guard.map(Guard::name),
+            Name::Own(name) => Some(name),
+        }
     }
 
     /// The struct's size and capacity.
@@ -132,13 +139,13 @@ impl<'a> ShmexTerm<'a> {
 
     /// Our guard, if the `guard` field holds one.
     pub fn guard(&self) -> Option<&Guard> {
-        self.guard.as_deref()
+        self.guard
     }
 
     /// The struct to operate on; it must have been allocated (an
     /// `ArgumentError` naming `argument` otherwise).
     pub fn shm(&self, argument: &str) -> Result<Shm<'_>, ArgumentError> {
-        let name = self.name.as_ref().ok_or_else(|| {
+        let name = self.name().ok_or_else(|| {
             ArgumentError::new(format!(
                 "{argument}.name is nil: the struct has no segment, allocate it first"
             ))
@@ -165,18 +172,19 @@ impl<'a> ShmexTerm<'a> {
     /// This struct with a new size and capacity; everything else unchanged,
     /// extra keys included.
     pub fn with_claim(&self, env: Env<'a>, claim: Claim) -> Term<'a> {
-        let fields = [
-            (atoms::size(), claim.size.encode(env)),
-            (atoms::capacity(), claim.capacity.encode(env)),
-        ];
-        self.update(&fields)
+        // Only the fields that change are changed: a struct whose claims
+        // stay (a write of as many bytes as before) is the same term.
+        let changed = |key: Atom, old: u64, new: u64| (old != new).then(|| (key, new.encode(env)));
+        let size = changed(atoms::size(), self.claim.size, claim.size);
+        let capacity = changed(atoms::capacity(), self.claim.capacity, claim.capacity);
+        self.update(size.iter().chain(&capacity))
             .unwrap_or_else(|| struct_term(env, self.name_term, self.guard_term, claim))
     }
 
     /// This struct with `guard` in its `guard` field, and the guard's name if
     /// it had none; everything else unchanged, extra keys included.
     pub fn with_guard(&self, env: Env<'a>, guard: Guard) -> Term<'a> {
-        let name = (self.name.is_none()).then(|| binary(env, &guard.name().to_posix()));
+        let name = (self.name().is_none()).then(|| binary(env, &guard.name().to_posix()));
         let guard = ResourceArc::new(guard).encode(env);
         let mut fields = vec![(atoms::guard(), guard)];
         fields.extend(name.map(|name| (atoms::name(), name)));
@@ -186,10 +194,15 @@ impl<'a> ShmexTerm<'a> {
 
     /// The struct with these fields changed; `None` if it is not a map with
     /// them (it always is, as decoded).
-    fn update(&self, fields: &[(Atom, Term<'a>)]) -> Option<Term<'a>> {
-        fields.iter().try_fold(self.term, |term, &(key, value)| {
-            term.map_update(key, value).ok()
-        })
+    fn update<'f>(&self, fields: impl IntoIterator<Item = &'f (Atom, Term<'a>)>) -> Option<Term<'a>>
+    where
+        'a: 'f,
+    {
+        fields
+            .into_iter()
+            .try_fold(self.term, |term, &(key, value)| {
+                term.map_update(key, value).ok()
+            })
     }
 }
 
@@ -323,14 +336,29 @@ fn binary<'a>(env: Env<'a>, bytes: &[u8]) -> Term<'a> {
     rustler::NewBinary::from_slice(env, bytes).into()
 }
 
-fn decode_name(term: Term, argument: &str) -> Result<Option<ShmName>, ArgumentError> {
-    if term.decode::<Atom>().ok() == Some(atom::nil()) {
-        return Ok(None);
+/// The `name` field of a struct: `nil`, a spelling of the name of our
+/// `guard` (the struct's own, mostly: nothing to check or copy), or another
+/// name.
+enum Name {
+    Nil,
+    Guard,
+    Own(ShmName),
+}
+
+fn decode_name(term: Term, argument: &str, guard: Option<&Guard>) -> Result<Name, ArgumentError> {
+    let Ok(bytes) = Binary::from_term(term) else {
+        if term.decode::<Atom>().ok() == Some(atom::nil()) {
+            return Ok(Name::Nil);
+        }
+        return Err(ArgumentError::new(format!(
+            "{argument}.name must be a binary or nil"
+        )));
+    };
+    if guard.is_some_and(|guard| guard.name().is_spelled(bytes.as_slice())) {
+        return Ok(Name::Guard);
     }
-    let bytes = Binary::from_term(term)
-        .map_err(|_| ArgumentError::new(format!("{argument}.name must be a binary or nil")))?;
     ShmName::new(bytes.as_slice())
-        .map(Some)
+        .map(Name::Own)
         .ok_or_else(|| ArgumentError::new(format!("{argument}.name contains a NUL byte")))
 }
 

@@ -149,8 +149,12 @@ impl Scheduling for OnScheduler<'_> {
         if !background::available() {
             return Ok(entry.lock(access));
         }
-        let caller = self.env.pid();
-        let wake = move |ticket: Ticket| -> Wake { Box::new(move || send_wake(caller, ticket.0)) };
+        // The caller is looked up only if it parks.
+        let env = self.env;
+        let wake = move |ticket: Ticket| -> Wake {
+            let caller = env.pid();
+            Box::new(move || send_wake(caller, ticket.0))
+        };
         entry
             .lock_or_park(access, || self.key(), wake)
             .map_err(|ticket| Refusal::Wait(ticket.0))
