@@ -52,22 +52,34 @@ defmodule Shmex.CApiTest do
 
   @tag skip: Shmex.Test.Space.lacking(2 * (128 <<< 20), "a 128 MiB write while C resizes")
   test "C's shmex_set_capacity takes its turn with Elixir's calls on the segment" do
-    data = :binary.copy(<<5>>, 128 <<< 20)
-    shm = Shmex.new(data)
+    len = 128 <<< 20
+    shm = Shmex.new(:binary.copy(<<4>>, len))
+    data = :binary.copy(<<5>>, len)
     # A long write holds the segment, and a read of ours waits behind it.
     assert {:wait, token} = Turns.park_behind_a_write(shm, data, 50)
+    # Seen from outside, the write is under way: begun, not done.
+    {:ok, file} = :file.open(Segments.path(shm), [:read, :raw, :binary])
+    assert under_way?(file, len, System.monotonic_time(:millisecond) + 5_000)
 
-    # C shrinks the segment meanwhile: it waits for the write, which a
-    # shrink in its midst would fail (or, writing past the end, undo).
+    # C shrinks the segment meanwhile: it waits for the write (or finishes
+    # it), which a shrink in its midst would fail, or, writing past the end,
+    # leave with zeros where it had written before the shrink.
     {:ok, resized} = Task.await(Task.async(fn -> C.resize(shm, 4096) end), 10_000)
     assert_receive {:written, written}, 10_000
-    assert written == {:ok, %{shm | size: 128 <<< 20, capacity: 128 <<< 20}}
+    assert written == {:ok, %{shm | size: len, capacity: len}}
     assert {resized.capacity, Segments.real_size(shm)} == {4096, 4096}
 
     # The blocked C call held its scheduler; our turn was not waited for
-    # long, and our read, queued anew, sees the segment shrunk.
+    # long, and our read, queued anew, comes after the others.
     assert_receive {:shmex_segment_free, ^token}, 5_000
     assert Native.read(%{shm | size: 1, capacity: 4096}) == {:ok, <<5>>}
+  end
+
+  defp under_way?(file, len, deadline) do
+    case {:file.pread(file, 0, 1), :file.pread(file, len - 1, 1)} do
+      {{:ok, <<5>>}, {:ok, <<4>>}} -> true
+      _ -> System.monotonic_time(:millisecond) < deadline and under_way?(file, len, deadline)
+    end
   end
 
   test "shmex_get_from_term takes %Shmex{} structs whose sizes fit its fields" do

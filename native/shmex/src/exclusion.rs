@@ -30,12 +30,13 @@ use std::time::{Duration, Instant};
 /// How long a turn given to a parked call waits for the call to come back.
 pub(crate) const LEASE: Duration = Duration::from_secs(1);
 
-/// How long a turn given to a parked call waits for its process while a
-/// thread is blocked behind it (a C or Rust call, which holds its scheduler
-/// as it waits): the woken process may be queued on that very scheduler, and
-/// would not run before the lease ran out. A process that comes back later
-/// has its call queued anew, nothing having changed yet. (A call moving to a
-/// dirty scheduler needs no normal one: its turn keeps the whole lease.)
+/// How long a turn given to a process waits for it while a thread is
+/// blocked behind it (a C or Rust call, which holds its scheduler as it
+/// waits): a woken process may be queued on that very scheduler, and a call
+/// moving to a dirty scheduler may find every dirty scheduler held by such
+/// threads, so neither would come back before a longer lease ran out. A
+/// process that comes back later has its call queued anew, nothing having
+/// changed yet.
 pub(crate) const LEASE_BEFORE_A_THREAD: Duration = Duration::from_millis(10);
 
 /// What a call does to a segment.
@@ -84,8 +85,6 @@ struct Given {
     /// The parked call's process, and when the turn was given; `None` for a
     /// blocked thread.
     process: Option<(u64, Instant)>,
-    /// How long the process may take to come back while a thread waits.
-    lease_before_a_thread: Duration,
 }
 
 /// Who holds a segment, in one word: how many readers, whether a writer,
@@ -281,7 +280,6 @@ impl Turns {
             ticket: Ticket(0),
             access,
             process: Some((key, Instant::now())),
-            lease_before_a_thread: LEASE,
         });
     }
 
@@ -319,17 +317,15 @@ impl Turns {
     }
 
     /// Passes on the turns given to processes that did not come back for
-    /// them within their lease: [`LEASE`], or when a thread waits behind
-    /// them, [`LEASE_BEFORE_A_THREAD`] for a parked call.
+    /// them within their lease: [`LEASE`], or [`LEASE_BEFORE_A_THREAD`] when
+    /// a thread waits behind them.
     pub fn take_back_stale(&mut self, thread_waits: bool, freed: &mut Freed) {
-        let stale = |given: &Given| {
-            let lease = if thread_waits {
-                given.lease_before_a_thread
-            } else {
-                LEASE
-            };
-            given.process.is_some_and(|(_, at)| at.elapsed() >= lease)
+        let lease = if thread_waits {
+            LEASE_BEFORE_A_THREAD
+        } else {
+            LEASE
         };
+        let stale = |given: &Given| given.process.is_some_and(|(_, at)| at.elapsed() >= lease);
         while let Some(at) = self.given.iter().position(stale) {
             let given = self.given.swap_remove(at);
             self.release_into(given.access, freed);
@@ -374,7 +370,6 @@ impl Turns {
                 ticket: waiting.ticket,
                 access: waiting.access,
                 process,
-                lease_before_a_thread: LEASE_BEFORE_A_THREAD,
             });
             if waiting.access == Access::Exclusive {
                 break;
@@ -526,16 +521,19 @@ mod tests {
     }
 
     #[test]
-    fn a_call_moving_to_a_dirty_scheduler_keeps_its_turn_from_a_thread() {
+    fn a_call_moving_to_a_dirty_scheduler_waits_briefly_for_a_thread_too() {
         let mut turns = Turns::default();
         turns.take(Access::Exclusive);
         turns.block(Access::Exclusive, Ticket(99));
-        // The call holding the segment moves: its turn is handed back.
+        // The call holding the segment moves: its turn is handed back, and
+        // every dirty scheduler may be held by threads like this one.
         turns.give_back(Access::Exclusive, 1);
         turns.given[0].process = Some((1, Instant::now() - LEASE_BEFORE_A_THREAD));
         let mut freed = Freed::default();
-        turns.take_back_stale(true, &mut freed);
+        turns.take_back_stale(false, &mut freed);
         assert!(!freed.threads && turns.given.len() == 1);
+        turns.take_back_stale(true, &mut freed);
+        assert!(freed.threads && turns.given_to_thread(Ticket(99)));
     }
 
     #[test]
