@@ -141,7 +141,8 @@ impl<'a> Shm<'a> {
             return Err(Error::InvalidPayload);
         }
         if let Some(vm) = vm::elsewhere() {
-            let (name, identity) = vm.create(name.as_ref(), claim.capacity, true)?;
+            let (name, identity) =
+                vm.create(name.as_ref(), claim.capacity, vm::Made::GuardedSparse)?;
             return Ok(Guard::of_primary(name, identity, vm));
         }
         let (name, segment) = match name {

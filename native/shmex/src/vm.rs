@@ -115,6 +115,22 @@ pub struct Outcome {
     pub syscall: u32,
 }
 
+/// What the primary makes of a segment it creates for another copy: the
+/// table's `create` passes it as a number (a first-version copy passes 0
+/// or 1 only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Made {
+    /// Handed out unguarded (`shmex_allocate_unguarded`).
+    Unguarded = 0,
+    /// Guarded by a guard the primary holds, its pages reserved at once, as
+    /// for C (`shmex_allocate`), which maps and fills it next.
+    Guarded = 1,
+    /// Guarded, its pages sparse, as the Rust API's `Shm::allocate` makes
+    /// them on its own.
+    GuardedSparse = 2,
+}
+
 /// A segment just created or guarded: its name (`/` and the name,
 /// NUL-terminated) and identity.
 #[repr(C)]
@@ -498,19 +514,19 @@ impl Vm {
         Vm(table)
     }
 
-    /// Creates the segment `name` (a fresh one for `None`), `len` bytes,
-    /// guarded by a C guard if `guarded`; its name and identity.
+    /// Creates the segment `name` (a fresh one for `None`), `len` bytes, as
+    /// `how` says; its name and identity.
     pub fn create(
         self,
         name: Option<&ShmName>,
         len: u64,
-        guarded: bool,
+        how: Made,
     ) -> Result<(ShmName, [u64; 2])> {
         let posix = name.map(passed).transpose()?;
         let bytes = posix.as_deref().map_or(Bytes::none(), Bytes::of);
         let mut out = Created::empty();
         // SAFETY: a name of its length, or none; `out` is a Created.
-        unsafe { (self.0.create)(bytes, len, u32::from(guarded), &mut out) }.result()?;
+        unsafe { (self.0.create)(bytes, len, how as u32, &mut out) }.result()?;
         out.segment()
     }
 

@@ -85,7 +85,7 @@ fn faults_in_our_mappings_are_absorbed_and_others_reach_the_previous_handler() {
     install_previous();
 
     // One of the crate's mappings (this installs its handler, after ours).
-    let (name, _) = internal::create(None, 8192, internal::Creation::Unguarded).unwrap();
+    let (name, _) = internal::create(None, 8192, internal::Made::Unguarded).unwrap();
     let mapping = internal::map(&name, Claim::full(8192)).unwrap().unwrap();
     internal::resize(&name, 0).unwrap();
     // SAFETY: the mapping covers 8192 bytes for its life; the page is gone

@@ -23,14 +23,21 @@ pub fn api() -> Vm {
 
 /// What the C API calls: [`api`]'s functions, with Rust types.
 pub mod call {
-    use shmex::internal::{self, Creation, Identity};
+    use shmex::internal::{self, Creation, Identity, Made};
     use shmex::{Claim, Result, ShmName};
 
     use super::{api, Held};
 
     /// Creates the segment `name` (a fresh one for `None`), `len` bytes.
     pub fn create(name: Option<&ShmName>, len: u64, how: Creation) -> Result<(ShmName, Identity)> {
-        api().create(name, len, how == Creation::Guarded)
+        api().create(
+            name,
+            len,
+            match how {
+                Creation::Unguarded => Made::Unguarded,
+                Creation::Guarded => Made::Guarded,
+            },
+        )
     }
 
     /// A mapping of `claim.capacity` bytes of `name`: its address, and the

@@ -28,7 +28,7 @@ pub use crate::name::NAME_MAX;
 #[cfg(feature = "nif")]
 pub use crate::term::{decode_size, struct_term};
 pub use crate::vm::{
-    accepts, elsewhere, found, Api, Held, Sizes, Vm, ABI, LOOK_AGAIN, SYMBOL, THIS_COPY,
+    accepts, elsewhere, found, Api, Held, Made, Sizes, Vm, ABI, LOOK_AGAIN, SYMBOL, THIS_COPY,
 };
 #[cfg(feature = "nif")]
 pub use nif::*;
@@ -77,21 +77,23 @@ pub enum Creation {
     Guarded,
 }
 
-/// Creates the segment `name`, or a fresh one, `len` zero bytes long; its
-/// name and identity.
-pub fn create(name: Option<ShmName>, len: u64, how: Creation) -> Result<(ShmName, Identity)> {
+/// Creates the segment `name`, or a fresh one, `len` zero bytes long, as
+/// `how` says (see [`Made`]); its name and identity.
+pub fn create(name: Option<ShmName>, len: u64, how: Made) -> Result<(ShmName, Identity)> {
+    let pages = match how {
+        Made::GuardedSparse => Pages::Sparse,
+        Made::Unguarded | Made::Guarded => Pages::Reserved,
+    };
     let (name, segment) = match name {
-        Some(name) => {
-            Segment::create_as(&name, len, Pages::Reserved).map(|segment| (name, segment))?
-        }
-        None => Segment::create_unique_as(len, Pages::Reserved)?,
+        Some(name) => Segment::create_as(&name, len, pages).map(|segment| (name, segment))?,
+        None => Segment::create_unique_as(len, pages)?,
     };
     let identity = segment.identity();
     match how {
         // A name of a generated form (made by any copy of the crate, or by
         // shmex_generate_shm_name) would be taken for a leftover of its
         // copy: unless it is recorded as kept, it is not handed out.
-        Creation::Unguarded if name.is_generated() => {
+        Made::Unguarded if name.is_generated() => {
             if !leftovers::record(&name, identity, Kind::Kept) {
                 sys::unlink(&name);
                 return Err(Error::Os(
@@ -100,8 +102,8 @@ pub fn create(name: Option<ShmName>, len: u64, how: Creation) -> Result<(ShmName
                 ));
             }
         }
-        Creation::Unguarded => {}
-        Creation::Guarded => c_guards::hold(Guard::new(name.clone(), &segment)),
+        Made::Unguarded => {}
+        Made::Guarded | Made::GuardedSparse => c_guards::hold(Guard::new(name.clone(), &segment)),
     }
     Ok((name, identity.to_bits()))
 }

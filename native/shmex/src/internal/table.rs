@@ -16,7 +16,7 @@ use super::c_guards;
 use crate::mapping::Mapping;
 use crate::schedule::Blocking;
 use crate::shm::Progress;
-use crate::vm::{Alloc, Api, Bytes, Created, Handed, Outcome, Sizes, Split, Visit, ABI};
+use crate::vm::{Alloc, Api, Bytes, Created, Handed, Made, Outcome, Sizes, Split, Visit, ABI};
 use crate::{Claim, Guard, Result, Shm, ShmName};
 
 /// This copy's own table for its C API, while it has found no primary: the
@@ -114,10 +114,10 @@ unsafe fn claims(result: Result<Claim>, out: *mut Sizes) -> Result<()> {
 }
 
 unsafe extern "C" fn local_create(name: Bytes, len: u64, how: u32, out: *mut Created) -> Outcome {
-    let how = if how == 0 {
-        super::Creation::Unguarded
-    } else {
-        super::Creation::Guarded
+    let how = match how {
+        0 => Made::Unguarded,
+        2 => Made::GuardedSparse,
+        _ => Made::Guarded,
     };
     // SAFETY: a name of `len` bytes, or none.
     let name = (!name.ptr.is_null()).then(|| unsafe { name.name() });
@@ -403,9 +403,22 @@ mod tests {
     }
 
     #[test]
+    fn rust_segments_start_sparse_and_c_segments_reserved() {
+        let vm = Vm::of(&TABLE);
+        let allocated = |name| sys::status_of_name(name).unwrap().allocated;
+        let (rust, rust_identity) = vm.create(None, 8192, Made::GuardedSparse).unwrap();
+        let (c, c_identity) = vm.create(None, 8192, Made::Guarded).unwrap();
+        assert_eq!(allocated(&rust), 0);
+        assert!(allocated(&c) >= 8192);
+        vm.unlink_if(&rust, rust_identity);
+        vm.unlink_if(&c, c_identity);
+        assert!(!exists(&rust) && !exists(&c));
+    }
+
+    #[test]
     fn every_operation_through_the_table_does_what_the_api_does() {
         let vm = Vm::of(&TABLE);
-        let (name, identity) = vm.create(None, 5, true).unwrap();
+        let (name, identity) = vm.create(None, 5, Made::Guarded).unwrap();
         let full = |len| Sizes {
             size: len,
             capacity: len,
@@ -454,7 +467,7 @@ mod tests {
     #[test]
     fn a_panic_in_place_goes_on_past_the_table() {
         let vm = Vm::of(&TABLE);
-        let (name, identity) = vm.create(None, 3, true).unwrap();
+        let (name, identity) = vm.create(None, 3, Made::Guarded).unwrap();
         let panicked = std::panic::catch_unwind(|| {
             // SAFETY: nothing else knows this segment.
             unsafe {
