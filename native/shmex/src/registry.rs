@@ -110,8 +110,45 @@ struct State {
 pub trait Finish: Send + Sync {
     /// Runs the rest of the work on the calling thread, and ends its turns;
     /// nothing if it has ended, or another thread runs it. Leaves what the
-    /// work made, or its error, for whoever waits for it. Must not panic.
+    /// work made, or its error, for whoever waits for it. Must not panic:
+    /// a panic would leave nothing for whoever waits (work finished as
+    /// [`Stepped`] leaves its panic).
     fn finish(&self);
+}
+
+/// Work that goes on in steps, finished as [`Finish`] in three parts: the
+/// rest of the work is taken out, run to its end, and what it came to left
+/// for whoever waits for it. A panic while the rest runs is the work's end
+/// ([`panicked`](Self::panicked)), left as any other: whoever waits is told.
+pub trait Stepped: Send + Sync {
+    /// The rest of the work, taken out for the thread that finishes it.
+    type Rest;
+    /// What the work came to.
+    type Ended;
+
+    /// Takes the rest of the work out, for the calling thread to run:
+    /// `None` if it has ended, or another thread runs it. Must not panic.
+    fn take(&self) -> Option<Self::Rest>;
+
+    /// Runs the rest of the work to its end, ending its turns.
+    fn run(rest: Self::Rest) -> Self::Ended;
+
+    /// What work whose rest panicked came to.
+    fn panicked() -> Self::Ended;
+
+    /// Leaves what the work came to for whoever waits for it. Must not
+    /// panic.
+    fn leave(&self, ended: Self::Ended);
+}
+
+impl<S: Stepped> Finish for S {
+    fn finish(&self) {
+        let Some(rest) = self.take() else {
+            return;
+        };
+        let ended = catch_unwind(AssertUnwindSafe(|| S::run(rest)));
+        self.leave(ended.unwrap_or_else(|_| S::panicked()));
+    }
 }
 
 /// The work holding the turn `turn` waits between steps; `finish` runs the
@@ -734,6 +771,35 @@ mod tests {
         }
     }
 
+    /// Work holding a turn between steps whose rest panics as it ends the
+    /// turn (a bug in a copy's end); what it came to, once left.
+    struct Panicking {
+        turn: Mutex<Option<Turn>>,
+        ended: Mutex<Option<&'static str>>,
+    }
+
+    impl Stepped for Panicking {
+        type Rest = Turn;
+        type Ended = &'static str;
+
+        fn take(&self) -> Option<Turn> {
+            self.turn.lock().unwrap().take()
+        }
+
+        fn run(turn: Turn) -> &'static str {
+            let _ending = turn;
+            panic!("a bug in the copy's end")
+        }
+
+        fn panicked() -> &'static str {
+            "panicked"
+        }
+
+        fn leave(&self, ended: &'static str) {
+            *self.ended.lock().unwrap() = Some(ended);
+        }
+    }
+
     /// Takes a turn for `access` on another thread: that thread's id once
     /// it has it.
     fn lock_elsewhere(
@@ -762,6 +828,22 @@ mod tests {
         assert!(helper.is_ok(), "the blocked thread had its turn");
         assert_eq!(helper.ok(), *work.finished_by.lock().unwrap());
         assert!(shared.state().yielded.is_empty());
+    }
+
+    #[test]
+    fn work_whose_rest_panics_is_left_panicked_for_whoever_waits_for_it() {
+        let scratch = Scratch::new(1);
+        let shared = entry(&scratch.name);
+        let work = Arc::new(Panicking {
+            turn: Mutex::new(Some(shared.lock(Access::Exclusive).keep(&shared))),
+            ended: Mutex::new(None),
+        });
+        let finish: Weak<dyn Finish> = Arc::downgrade(&work) as Weak<Panicking>;
+        work.turn.lock().unwrap().as_ref().unwrap().yield_to(finish);
+        let helper = lock_elsewhere(&shared, Access::Shared).recv_timeout(LONG);
+        assert!(helper.is_ok(), "the blocked thread had its turn");
+        // Else its continuation would wait for the end for ever.
+        assert_eq!(*work.ended.lock().unwrap(), Some("panicked"));
     }
 
     #[test]

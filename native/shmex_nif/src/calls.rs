@@ -23,8 +23,9 @@
 //! from its next step for ever. So a copy that reschedules itself leaves its
 //! state (`Steps`) with its turns, as the `shmex` crate's `Finish`: a thread
 //! blocked behind them runs the rest of the copy, ends its turns and leaves
-//! what the copy made (`Copying::Finished`), which the continuation replies
-//! with when it runs. The continuation steps the copy under the state's
+//! what the copy made (`Copying::Finished`; a panic meanwhile is the copy's
+//! end, `Stop::Panicked`), which the continuation replies with when it
+//! runs. The continuation steps the copy under the state's
 //! mutex, having withdrawn it from finishers; a finishing thread takes the
 //! copy out under the mutex (`Copying::Finishing`): each step is taken by
 //! one of them. A continuation that finds the copy being finished waits a
@@ -48,8 +49,8 @@ use rustler::{
     SchedulerFlags, Term,
 };
 use shmex::internal::{
-    self, decode_size, Finish, Moved, Moving, OnScheduler, Progress, Reading, Refusal, Writing,
-    STEP,
+    self, decode_size, Finish, Moved, Moving, OnScheduler, Progress, Reading, Refusal, Stepped,
+    Writing, STEP,
 };
 use shmex::{guarded_struct, ArgumentError, Claim, Shm, ShmexTerm};
 
@@ -345,22 +346,37 @@ impl Steps {
     }
 }
 
-impl Finish for Steps {
-    /// Runs the rest of the copy, unless it has ended or another thread
-    /// runs it; its continuation replies with what it made.
-    fn finish(&self) {
+/// The copy is finished as [`Stepped`] work: a panic while a thread
+/// finishes it is what it came to, which its continuation replies with.
+impl Stepped for Steps {
+    type Rest = Copying;
+    type Ended = Ended;
+
+    /// Takes the copy out, unless it has ended or another thread runs it.
+    fn take(&self) -> Option<Copying> {
         let mut copying = self.lock();
         if !copying.goes_on() {
-            return;
+            return None;
         }
         copying.resume();
-        let mut taken = std::mem::replace(&mut *copying, Copying::Finishing);
-        drop(copying);
-        let ended = loop {
-            if let Some(ended) = taken.step(Duration::MAX) {
+        Some(std::mem::replace(&mut *copying, Copying::Finishing))
+    }
+
+    /// Runs the rest of the copy.
+    fn run(mut copying: Copying) -> Ended {
+        loop {
+            if let Some(ended) = copying.step(Duration::MAX) {
                 break ended;
             }
-        };
+        }
+    }
+
+    fn panicked() -> Ended {
+        Err(Stop::Panicked)
+    }
+
+    /// Leaves what the copy made for its continuation to reply with.
+    fn leave(&self, ended: Ended) {
         *self.lock() = Copying::Finished(ended);
         self.finished.notify_all();
     }

@@ -14,7 +14,7 @@ use crate::registry::{Entry, Held};
 use crate::schedule::Scheduling;
 use crate::{background, Claim, Error, Shm};
 
-pub use crate::registry::Finish;
+pub use crate::registry::{Finish, Stepped};
 pub use crate::shm::{Moved, Moving, Parts, Progress, Reading, Writing};
 
 mod atoms {

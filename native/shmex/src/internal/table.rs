@@ -4,11 +4,18 @@
 //! Each does what this copy's own API does, on this copy's state (see
 //! `crate::vm` for the design).
 //!
+//! Each catches its own panics ([`caught`]): a panic must not unwind out of
+//! an `extern "C"` function (it would abort the VM), so it comes back as an
+//! error, `EIO`. The closures of in-place accesses are another copy's: their
+//! panics are carried across by that copy (`crate::vm`'s `visit`), and
+//! resumed there once the call returned.
+//!
 //! Guards made for another copy (by `create`, `guard`, `add_guard`,
 //! `split_at`) are held here as C guards are, counted with the segment's
 //! other guards, until `unlink_if` ends them.
 
 use std::ffi::c_void;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 use std::sync::Arc;
 
@@ -83,6 +90,20 @@ pub const TABLE: Api = Api {
     access: local_access,
 };
 
+/// What `f` returns, or `panicked` if it panics: the panic ends here, never
+/// unwinding across the table.
+fn caught<T>(panicked: T, f: impl FnOnce() -> T) -> T {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or(panicked)
+}
+
+/// The outcome of a call that panicked: `EIO`.
+fn panicked() -> Outcome {
+    Outcome::of(Err(crate::Error::Os(
+        nix::errno::Errno::EIO,
+        crate::Syscall::ShmOpen,
+    )))
+}
+
 /// Runs `f` on the name passed, or refuses a name with a NUL inside.
 ///
 /// # Safety
@@ -114,85 +135,101 @@ unsafe fn claims(result: Result<Claim>, out: *mut Sizes) -> Result<()> {
 }
 
 unsafe extern "C" fn local_create(name: Bytes, len: u64, how: u32, out: *mut Created) -> Outcome {
-    let how = match how {
-        0 => Made::Unguarded,
-        2 => Made::GuardedSparse,
-        _ => Made::Guarded,
-    };
-    // SAFETY: a name of `len` bytes, or none.
-    let name = (!name.ptr.is_null()).then(|| unsafe { name.name() });
-    let Some(name) = name.map_or(Some(None), |name| name.map(Some)) else {
-        return Outcome::refused();
-    };
-    Outcome::of(super::create(name, len, how).map(|(name, identity)| {
-        // SAFETY: `out` points to a Created, by contract.
-        unsafe { *out = Created::of(&name, identity) };
-    }))
+    caught(panicked(), || {
+        let how = match how {
+            0 => Made::Unguarded,
+            2 => Made::GuardedSparse,
+            _ => Made::Guarded,
+        };
+        // SAFETY: a name of `len` bytes, or none.
+        let name = (!name.ptr.is_null()).then(|| unsafe { name.name() });
+        let Some(name) = name.map_or(Some(None), |name| name.map(Some)) else {
+            return Outcome::refused();
+        };
+        Outcome::of(super::create(name, len, how).map(|(name, identity)| {
+            // SAFETY: `out` points to a Created, by contract.
+            unsafe { *out = Created::of(&name, identity) };
+        }))
+    })
 }
 
 unsafe extern "C" fn local_map(name: Bytes, size: u64, capacity: u64, out: *mut Handed) -> Outcome {
-    // SAFETY: a name of `len` bytes.
-    unsafe {
-        with_name(name, |name| {
-            let mapping = super::map(&name, Claim { size, capacity })?;
-            // SAFETY: `out` points to a Handed, by contract.
-            let out = &mut *out;
-            match mapping {
-                Some(mapping) => {
-                    out.address = mapping.as_ptr();
-                    out.handle = Arc::into_raw(mapping).cast();
+    caught(panicked(), || {
+        // SAFETY: a name of `len` bytes.
+        unsafe {
+            with_name(name, |name| {
+                let mapping = super::map(&name, Claim { size, capacity })?;
+                // SAFETY: `out` points to a Handed, by contract.
+                let out = &mut *out;
+                match mapping {
+                    Some(mapping) => {
+                        out.address = mapping.as_ptr();
+                        out.handle = Arc::into_raw(mapping).cast();
+                    }
+                    None => {
+                        out.address = ptr::null_mut();
+                        out.handle = ptr::null();
+                    }
                 }
-                None => {
-                    out.address = ptr::null_mut();
-                    out.handle = ptr::null();
-                }
-            }
-            Ok(())
-        })
-    }
+                Ok(())
+            })
+        }
+    })
 }
 
 unsafe extern "C" fn local_release(handle: *const c_void) {
-    if !handle.is_null() {
-        // SAFETY: a handle local_map made, released once.
-        drop(unsafe { Arc::from_raw(handle.cast::<Mapping>()) });
-    }
+    caught((), || {
+        if !handle.is_null() {
+            // SAFETY: a handle local_map made, released once.
+            drop(unsafe { Arc::from_raw(handle.cast::<Mapping>()) });
+        }
+    })
 }
 
 unsafe extern "C" fn local_faulted(handle: *const c_void) -> bool {
-    // SAFETY: a live handle local_map made.
-    unsafe { handle.cast::<Mapping>().as_ref() }.is_some_and(Mapping::faulted)
+    caught(true, || {
+        // SAFETY: a live handle local_map made.
+        unsafe { handle.cast::<Mapping>().as_ref() }.is_some_and(Mapping::faulted)
+    })
 }
 
 unsafe extern "C" fn local_resize(name: Bytes, len: u64) -> Outcome {
-    // SAFETY: a name of `len` bytes.
-    unsafe { with_name(name, |name| super::resize(&name, len)) }
+    caught(panicked(), || {
+        // SAFETY: a name of `len` bytes.
+        unsafe { with_name(name, |name| super::resize(&name, len)) }
+    })
 }
 
 unsafe extern "C" fn local_unlink(name: Bytes) {
-    // SAFETY: a name of `len` bytes.
-    if let Some(name) = unsafe { name.name() } {
-        super::unlink(&name);
-    }
+    caught((), || {
+        // SAFETY: a name of `len` bytes.
+        if let Some(name) = unsafe { name.name() } {
+            super::unlink(&name);
+        }
+    })
 }
 
 unsafe extern "C" fn local_guard(name: Bytes, device: *mut u64, inode: *mut u64) -> Outcome {
-    // SAFETY: a name of `len` bytes.
-    unsafe {
-        with_name(name, |name| {
-            let [found_device, found_inode] = super::guard(&name)?;
-            // SAFETY: both point to a u64, by contract.
-            (*device, *inode) = (found_device, found_inode);
-            Ok(())
-        })
-    }
+    caught(panicked(), || {
+        // SAFETY: a name of `len` bytes.
+        unsafe {
+            with_name(name, |name| {
+                let [found_device, found_inode] = super::guard(&name)?;
+                // SAFETY: both point to a u64, by contract.
+                (*device, *inode) = (found_device, found_inode);
+                Ok(())
+            })
+        }
+    })
 }
 
 unsafe extern "C" fn local_unlink_if(name: Bytes, device: u64, inode: u64) {
-    // SAFETY: a name of `len` bytes.
-    if let Some(name) = unsafe { name.name() } {
-        super::unlink_if(&name, [device, inode]);
-    }
+    caught((), || {
+        // SAFETY: a name of `len` bytes.
+        if let Some(name) = unsafe { name.name() } {
+            super::unlink_if(&name, [device, inode]);
+        }
+    })
 }
 
 unsafe extern "C" fn local_read(
@@ -202,23 +239,25 @@ unsafe extern "C" fn local_read(
     alloc: Alloc,
     context: *mut c_void,
 ) -> Outcome {
-    // SAFETY: a name of `len` bytes.
-    unsafe {
-        with_name(name, |name| {
-            let shm = Shm::new(&name, None, claim.into());
-            let buffer = |len: usize| {
-                // SAFETY: the caller's `alloc` makes `len` bytes in its
-                // context (or none), which live until the caller's call
-                // returns, and nothing else touches meanwhile.
-                let buffer = alloc(context, len);
-                (!buffer.is_null()).then(|| std::slice::from_raw_parts_mut(buffer, len))
-            };
-            if let Progress::Going(mut reading) = shm.read_with(&Blocking, len, buffer)? {
-                while !reading.step(std::time::Duration::MAX)? {}
-            }
-            Ok(())
-        })
-    }
+    caught(panicked(), || {
+        // SAFETY: a name of `len` bytes.
+        unsafe {
+            with_name(name, |name| {
+                let shm = Shm::new(&name, None, claim.into());
+                let buffer = |len: usize| {
+                    // SAFETY: the caller's `alloc` makes `len` bytes in its
+                    // context (or none), which live until the caller's call
+                    // returns, and nothing else touches meanwhile.
+                    let buffer = alloc(context, len);
+                    (!buffer.is_null()).then(|| std::slice::from_raw_parts_mut(buffer, len))
+                };
+                if let Progress::Going(mut reading) = shm.read_with(&Blocking, len, buffer)? {
+                    while !reading.step(std::time::Duration::MAX)? {}
+                }
+                Ok(())
+            })
+        }
+    })
 }
 
 unsafe extern "C" fn local_write(
@@ -227,13 +266,15 @@ unsafe extern "C" fn local_write(
     data: Bytes,
     out: *mut Sizes,
 ) -> Outcome {
-    // SAFETY: a name of `len` bytes; `data` lives for the call, unchanged,
-    // and `out` points to a Sizes, by contract.
-    unsafe {
-        with_name(name, |name| {
-            claims(Shm::new(&name, None, claim.into()).write(data.bytes()), out)
-        })
-    }
+    caught(panicked(), || {
+        // SAFETY: a name of `len` bytes; `data` lives for the call, unchanged,
+        // and `out` points to a Sizes, by contract.
+        unsafe {
+            with_name(name, |name| {
+                claims(Shm::new(&name, None, claim.into()).write(data.bytes()), out)
+            })
+        }
+    })
 }
 
 unsafe extern "C" fn local_set_capacity(
@@ -242,15 +283,17 @@ unsafe extern "C" fn local_set_capacity(
     capacity: u64,
     out: *mut Sizes,
 ) -> Outcome {
-    // SAFETY: a name of `len` bytes; `out` points to a Sizes, by contract.
-    unsafe {
-        with_name(name, |name| {
-            claims(
-                Shm::new(&name, None, claim.into()).set_capacity(capacity),
-                out,
-            )
-        })
-    }
+    caught(panicked(), || {
+        // SAFETY: a name of `len` bytes; `out` points to a Sizes, by contract.
+        unsafe {
+            with_name(name, |name| {
+                claims(
+                    Shm::new(&name, None, claim.into()).set_capacity(capacity),
+                    out,
+                )
+            })
+        }
+    })
 }
 
 unsafe extern "C" fn local_split_at(
@@ -259,19 +302,22 @@ unsafe extern "C" fn local_split_at(
     position: u64,
     out: *mut Split,
 ) -> Outcome {
-    // SAFETY: a name of `len` bytes.
-    unsafe {
-        with_name(name, |name| {
-            let (left, guard, right) = Shm::new(&name, None, claim.into()).split_at(position)?;
-            // SAFETY: `out` points to a Split, by contract.
-            *out = Split {
-                left: left.into(),
-                right_segment: hand_over(guard),
-                right: right.into(),
-            };
-            Ok(())
-        })
-    }
+    caught(panicked(), || {
+        // SAFETY: a name of `len` bytes.
+        unsafe {
+            with_name(name, |name| {
+                let (left, guard, right) =
+                    Shm::new(&name, None, claim.into()).split_at(position)?;
+                // SAFETY: `out` points to a Split, by contract.
+                *out = Split {
+                    left: left.into(),
+                    right_segment: hand_over(guard),
+                    right: right.into(),
+                };
+                Ok(())
+            })
+        }
+    })
 }
 
 unsafe extern "C" fn local_append(
@@ -281,25 +327,29 @@ unsafe extern "C" fn local_append(
     source_claim: Sizes,
     out: *mut Sizes,
 ) -> Outcome {
-    // SAFETY: names of their lengths; `out` points to a Sizes, by contract.
-    unsafe {
-        let Some(source) = source.name() else {
-            return Outcome::refused();
-        };
-        with_name(name, |name| {
-            let source = Shm::new(&source, None, source_claim.into());
-            claims(Shm::new(&name, None, claim.into()).append(&source), out)
-        })
-    }
+    caught(panicked(), || {
+        // SAFETY: names of their lengths; `out` points to a Sizes, by contract.
+        unsafe {
+            let Some(source) = source.name() else {
+                return Outcome::refused();
+            };
+            with_name(name, |name| {
+                let source = Shm::new(&source, None, source_claim.into());
+                claims(Shm::new(&name, None, claim.into()).append(&source), out)
+            })
+        }
+    })
 }
 
 unsafe extern "C" fn local_trim(name: Bytes, claim: Sizes, bytes: u64, out: *mut Sizes) -> Outcome {
-    // SAFETY: a name of `len` bytes; `out` points to a Sizes, by contract.
-    unsafe {
-        with_name(name, |name| {
-            claims(Shm::new(&name, None, claim.into()).trim(bytes), out)
-        })
-    }
+    caught(panicked(), || {
+        // SAFETY: a name of `len` bytes; `out` points to a Sizes, by contract.
+        unsafe {
+            with_name(name, |name| {
+                claims(Shm::new(&name, None, claim.into()).trim(bytes), out)
+            })
+        }
+    })
 }
 
 unsafe extern "C" fn local_add_guard(
@@ -308,21 +358,23 @@ unsafe extern "C" fn local_add_guard(
     device: *mut u64,
     inode: *mut u64,
 ) -> Outcome {
-    // SAFETY: a name of `len` bytes.
-    unsafe {
-        with_name(name, |name| {
-            let shm = Shm::new(&name, None, Claim::full(0));
-            let shm = if foreign {
-                shm.with_foreign_guard()
-            } else {
-                shm
-            };
-            let created = hand_over(shm.add_guard()?);
-            // SAFETY: both point to a u64, by contract.
-            (*device, *inode) = (created.device, created.inode);
-            Ok(())
-        })
-    }
+    caught(panicked(), || {
+        // SAFETY: a name of `len` bytes.
+        unsafe {
+            with_name(name, |name| {
+                let shm = Shm::new(&name, None, Claim::full(0));
+                let shm = if foreign {
+                    shm.with_foreign_guard()
+                } else {
+                    shm
+                };
+                let created = hand_over(shm.add_guard()?);
+                // SAFETY: both point to a u64, by contract.
+                (*device, *inode) = (created.device, created.inode);
+                Ok(())
+            })
+        }
+    })
 }
 
 unsafe extern "C" fn local_access(
@@ -332,19 +384,21 @@ unsafe extern "C" fn local_access(
     visit: Visit,
     context: *mut c_void,
 ) -> Outcome {
-    // SAFETY: a name of `len` bytes. The caller's `visit` is handed the
-    // data in place, as `Shm::data` and `Shm::data_mut` hand it to their
-    // closures; the caller promised what they ask (crate::vm::Vm::data).
-    unsafe {
-        with_name(name, |name| {
-            let shm = Shm::new(&name, None, claim.into());
-            if exclusive {
-                shm.data_mut(|data| visit(context, data.as_mut_ptr(), data.len()))
-            } else {
-                shm.data(|data| visit(context, data.as_ptr().cast_mut(), data.len()))
-            }
-        })
-    }
+    caught(panicked(), || {
+        // SAFETY: a name of `len` bytes. The caller's `visit` is handed the
+        // data in place, as `Shm::data` and `Shm::data_mut` hand it to their
+        // closures; the caller promised what they ask (crate::vm::Vm::data).
+        unsafe {
+            with_name(name, |name| {
+                let shm = Shm::new(&name, None, claim.into());
+                if exclusive {
+                    shm.data_mut(|data| visit(context, data.as_mut_ptr(), data.len()))
+                } else {
+                    shm.data(|data| visit(context, data.as_ptr().cast_mut(), data.len()))
+                }
+            })
+        }
+    })
 }
 
 #[cfg(test)]
@@ -462,6 +516,42 @@ mod tests {
         assert!(!exists(&name));
         vm.unlink_if(&right_name, right_identity);
         assert!(!exists(&right_name));
+    }
+
+    /// A table function that panics, as a bug in one would: caught as the
+    /// table's functions catch their panics.
+    unsafe extern "C" fn panicking_trim(_: Bytes, _: Sizes, _: u64, _: *mut Sizes) -> Outcome {
+        caught(panicked(), || panic!("a bug in the primary"))
+    }
+
+    unsafe extern "C" fn panicking_unlink(_: Bytes) {
+        caught((), || panic!("a bug in the primary"))
+    }
+
+    #[test]
+    fn a_panic_in_the_primary_is_an_error_not_an_abort() {
+        static PANICKING: Api = Api {
+            trim: panicking_trim,
+            unlink: panicking_unlink,
+            ..TABLE
+        };
+        let vm = Vm::of(&PANICKING);
+        let (name, identity) = vm.create(None, 3, Made::Guarded).unwrap();
+        let full = Sizes {
+            size: 3,
+            capacity: 3,
+        };
+        // Uncaught, the panic would have aborted this test's process.
+        assert_eq!(
+            vm.trim(&name, full, 1),
+            Err(Error::Os(nix::errno::Errno::EIO, crate::Syscall::ShmOpen))
+        );
+        vm.unlink(&name);
+        assert!(exists(&name), "the unlink panicked first");
+        // The other functions go on.
+        assert_eq!(vm.write(&name, full, b"abc"), Ok(full));
+        vm.unlink_if(&name, identity);
+        assert!(!exists(&name));
     }
 
     #[test]
