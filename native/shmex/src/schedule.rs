@@ -108,7 +108,7 @@ impl Scheduling for Blocking {
     type Refusal = Error;
 
     fn lock<'e>(&self, entry: &'e Entry, access: Access) -> Result<Held<'e>, Error> {
-        Ok(entry.lock(access))
+        entry.lock(access)
     }
 
     fn admit(&self, _cost: Cost, _holds: &[&Held<'_>]) -> Result<(), Error> {
