@@ -101,7 +101,9 @@ pub(crate) trait Scheduling {
     }
 }
 
-/// Waits for the segment, however long; no time limit.
+/// Waits for the segment, however long; no time limit. (A call nested in a
+/// turn its thread holds on the segment does not wait: see
+/// [`crate::registry`].)
 pub(crate) struct Blocking;
 
 impl Scheduling for Blocking {
