@@ -11,4 +11,6 @@ defmodule ShmexExample.Nif do
   def push(_shm, _byte), do: :erlang.nif_error(:nif_not_loaded)
   def fill(_shm, _byte), do: :erlang.nif_error(:nif_not_loaded)
   def guard(_shm), do: :erlang.nif_error(:nif_not_loaded)
+  def nested_read(_shm, _pause_ms), do: :erlang.nif_error(:nif_not_loaded)
+  def nested_write(_shm, _byte), do: :erlang.nif_error(:nif_not_loaded)
 end

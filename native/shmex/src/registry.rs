@@ -29,6 +29,20 @@
 //! [`Finish`] weakly: work dropped between steps (its process killed) ends
 //! its turns as it is dropped, not when a thread next comes by.
 //!
+//! # Calls nested in a turn of their own thread
+//!
+//! A call that blocks ([`Entry::lock`]) may come from inside another call's
+//! turn on the same segment, on the same thread: a Rust NIF's `Shm::data`
+//! closure reading the segment again. Queued first come, first served, it
+//! would wait behind any call queued meanwhile, which waits for the turn
+//! this very thread holds: for ever. So each thread knows the turns it
+//! holds through [`Entry::lock`] (`HELD_HERE`), and a call nested in one of
+//! them does not queue: inside an exclusive turn it runs in that turn; inside
+//! a shared one, a reader takes another shared turn at once, and a writer,
+//! which could never be let in, is refused with `EDEADLK`. A thread that
+//! holds the entry so never waits for it, and never helps work waiting
+//! between steps there.
+//!
 //! Owns the table of entries and what each keeps; knows nothing of claims or
 //! guards.
 
@@ -43,7 +57,7 @@ use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, PoisonError, Weak};
 use crate::background;
 use crate::budget::Slot;
 use crate::cost;
-use crate::error::Result;
+use crate::error::{Error, Result, Syscall};
 use crate::exclusion::{
     Access, Entered, Freed, Holders, Ticket, Turns, Wake, LEASE_BEFORE_A_THREAD,
 };
@@ -51,6 +65,7 @@ use crate::mapping::Mapping;
 use crate::name::ShmName;
 use crate::segment::{Open, Segment};
 use crate::sys::Identity;
+use nix::errno::Errno;
 
 /// After this many calls a kept segment is mapped: setting up a mapping
 /// costs ~10 us and touching a page through it the first time ~1.4 us, where
@@ -59,6 +74,37 @@ use crate::sys::Identity;
 const MAP_AFTER: u32 = 2;
 
 const SHARDS: usize = 16;
+
+thread_local! {
+    /// The turns this thread holds through [`Entry::lock`], innermost last:
+    /// the entry's address, and the turn's access.
+    static HELD_HERE: RefCell<Vec<(usize, Access)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// How this thread holds `entry` through [`Entry::lock`], if it does:
+/// exclusively if one of its turns there is exclusive.
+fn held_here(entry: &Entry) -> Option<Access> {
+    let address = std::ptr::from_ref(entry) as usize;
+    HELD_HERE.with_borrow(|held| {
+        held.iter()
+            .filter(|(at, _)| *at == address)
+            .map(|&(_, access)| access)
+            .max_by_key(|access| *access == Access::Exclusive)
+    })
+}
+
+/// Notes (`held`) or forgets a turn for `access` on `entry` this thread
+/// holds through [`Entry::lock`].
+fn note_held_here(entry: &Entry, access: Access, held: bool) {
+    let record = (std::ptr::from_ref(entry) as usize, access);
+    HELD_HERE.with_borrow_mut(|list| {
+        if held {
+            list.push(record);
+        } else if let Some(at) = list.iter().rposition(|noted| *noted == record) {
+            list.remove(at);
+        }
+    });
+}
 
 /// Tickets of waiting calls, unique in this copy of the crate.
 fn next_ticket() -> Ticket {
@@ -182,8 +228,11 @@ type Snapshot = Option<(Arc<Open>, Option<Arc<Mapping>>, bool)>;
 #[derive(Debug)]
 pub(crate) struct Held<'e> {
     entry: &'e Entry,
-    /// `None` once the turn is kept past the call.
+    /// `None` once the turn is kept past the call, or for a call inside
+    /// an exclusive turn of its thread: it ends nothing.
     access: Option<Access>,
+    /// Noted in `HELD_HERE`: taken by [`Entry::lock`], not kept.
+    on_thread: bool,
     /// The process the turn is handed back to when dropped, instead of
     /// ending: the call goes on elsewhere and takes it up again.
     hand_to: Cell<Option<u64>>,
@@ -197,7 +246,8 @@ pub(crate) struct Held<'e> {
 #[derive(Debug)]
 pub(crate) struct Turn {
     entry: Arc<Entry>,
-    access: Access,
+    /// `None` for a call inside another turn of its thread: it ends nothing.
+    access: Option<Access>,
     /// Which turn it is, among the entry's [`Yielded`].
     id: Ticket,
 }
@@ -232,11 +282,39 @@ impl Table {
 
 impl Entry {
     /// Takes a turn for `access`, waiting here as long as it takes: after
-    /// the calls that were waiting before this one.
-    pub fn lock(&self, access: Access) -> Held<'_> {
+    /// the calls that were waiting before this one. A call nested in a turn
+    /// this thread holds on the entry does not wait (see the module docs):
+    /// inside an exclusive turn it runs in it, inside a shared one a reader
+    /// goes in at once and a writer is refused, `EDEADLK` (reported against
+    /// `shm_open`, the step before any other).
+    pub fn lock(&self, access: Access) -> Result<Held<'_>> {
+        let mut held = match (held_here(self), access) {
+            (Some(Access::Exclusive), _) => return Ok(self.begin(self.state(), None)),
+            (Some(Access::Shared), Access::Exclusive) => {
+                return Err(Error::Os(Errno::EDEADLK, Syscall::ShmOpen));
+            }
+            (Some(Access::Shared), Access::Shared) => self.take_again(),
+            (None, _) => self.wait_for(access),
+        };
+        note_held_here(self, access, true);
+        held.on_thread = true;
+        Ok(held)
+    }
+
+    /// Another shared turn for a thread holding one: at once, whoever
+    /// waits (they wait for this thread).
+    fn take_again(&self) -> Held<'_> {
+        let mut state = self.state();
+        state.turns.take(Access::Shared);
+        self.begin(state, Some(Access::Shared))
+    }
+
+    /// Takes a turn for `access`, waiting for it behind the calls that were
+    /// waiting before this one, and helping work between steps meanwhile.
+    fn wait_for(&self, access: Access) -> Held<'_> {
         let mut state = self.state();
         if state.turns.try_take(access) {
-            return self.begin(state, access);
+            return self.begin(state, Some(access));
         }
         let ticket = next_ticket();
         state.turns.block(access, ticket);
@@ -267,7 +345,7 @@ impl Entry {
                 state = self.state();
             }
         }
-        self.begin(state, access)
+        self.begin(state, Some(access))
     }
 
     /// Takes a turn for `access` for the process `key`: the turn given to
@@ -289,7 +367,7 @@ impl Entry {
             .enter(access, key, next_ticket, wake, &mut freed)
         {
             Entered::Now => {
-                let held = self.begin(state, access);
+                let held = self.begin(state, Some(access));
                 self.pass_on(freed);
                 Ok(held)
             }
@@ -310,14 +388,17 @@ impl Entry {
         self.pass_on(freed);
     }
 
-    fn begin<'e>(&'e self, mut state: MutexGuard<'_, State>, access: Access) -> Held<'e> {
+    /// A call's turn for `access` (`None`: inside its thread's exclusive
+    /// turn), taken under the mutex `state`.
+    fn begin<'e>(&'e self, mut state: MutexGuard<'_, State>, access: Option<Access>) -> Held<'e> {
         if let Some(kept) = state.kept.as_mut() {
             kept.calls = kept.calls.saturating_add(1);
         }
         let kept = state.snapshot();
         Held {
             entry: self,
-            access: Some(access),
+            access,
+            on_thread: false,
             hand_to: Cell::new(None),
             kept: RefCell::new(Some(kept)),
         }
@@ -427,11 +508,13 @@ impl Entry {
 
     /// Ends the turn `turn`, kept past its call, with what it left to
     /// finish it.
-    fn end_kept(&self, access: Access, turn: Ticket) {
+    fn end_kept(&self, access: Option<Access>, turn: Ticket) {
         let mut freed = Freed::default();
         let mut state = self.state();
         state.forget_yielded(turn);
-        state.turns.release_into(access, &mut freed);
+        if let Some(access) = access {
+            state.turns.release_into(access, &mut freed);
+        }
         drop(state);
         self.pass_on(freed);
     }
@@ -547,9 +630,11 @@ impl<'e> Held<'e> {
 
     /// Keeps the turn past this call; `entry` is this turn's entry.
     #[cfg_attr(not(feature = "nif"), allow(dead_code))] // steps are for NIF calls
+    /// It is no longer this thread's: another may end it.
     pub fn keep(mut self, entry: &Arc<Entry>) -> Turn {
         debug_assert!(std::ptr::eq(Arc::as_ptr(entry), self.entry));
-        let access = self.access.take().unwrap_or(Access::Exclusive);
+        self.leave_thread();
+        let access = self.access.take();
         Turn {
             entry: Arc::clone(entry),
             access,
@@ -558,8 +643,19 @@ impl<'e> Held<'e> {
     }
 }
 
+impl Held<'_> {
+    /// Forgets the turn among those its thread holds, if it was noted.
+    fn leave_thread(&mut self) {
+        if let (true, Some(access)) = (self.on_thread, self.access) {
+            note_held_here(self.entry, access, false);
+        }
+        self.on_thread = false;
+    }
+}
+
 impl Drop for Held<'_> {
     fn drop(&mut self) {
+        self.leave_thread();
         match (self.access, self.hand_to.get()) {
             (Some(access), Some(key)) => self.entry.state().turns.give_back(access, key),
             (Some(access), None) => self.entry.end(access),
@@ -671,11 +767,16 @@ mod tests {
         let scratch = Scratch::new(3);
         let held = entry(&scratch.name);
         held.count_guard(NO_FILE, true);
-        let first = held.lock(Access::Shared).segment().unwrap().identity();
+        let first = held
+            .lock(Access::Shared)
+            .unwrap()
+            .segment()
+            .unwrap()
+            .identity();
         assert!(held.keeps_open());
         crate::sys::unlink(&scratch.name);
         let replacement = Segment::create(&scratch.name, 7).unwrap();
-        let again = held.lock(Access::Shared).segment().unwrap();
+        let again = held.lock(Access::Shared).unwrap().segment().unwrap();
         assert_eq!(again.len(), 7);
         assert_ne!(again.identity(), first);
         assert_eq!(again.identity(), replacement.identity());
@@ -694,7 +795,7 @@ mod tests {
                 .is_some_and(|k| k.mapping.is_some())
         };
         for _ in 0..=MAP_AFTER + 1 {
-            let turn = held.lock(Access::Exclusive);
+            let turn = held.lock(Access::Exclusive).unwrap();
             let segment = turn.segment().unwrap();
             let plan = segment.plan_write(0, 4096);
             segment.write(&plan, 0, &[1; 4096]).unwrap();
@@ -703,7 +804,7 @@ mod tests {
         // A call that finds the segment replaced under its name forgets it.
         crate::sys::unlink(&scratch.name);
         drop(Segment::create(&scratch.name, 8).unwrap());
-        held.lock(Access::Shared).segment().unwrap();
+        held.lock(Access::Shared).unwrap().segment().unwrap();
         assert!(!mapped());
         held.count_guard(NO_FILE, false);
     }
@@ -712,7 +813,7 @@ mod tests {
     fn without_a_guard_nothing_is_kept() {
         let scratch = Scratch::new(3);
         let unguarded = entry(&scratch.name);
-        unguarded.lock(Access::Shared).segment().unwrap();
+        unguarded.lock(Access::Shared).unwrap().segment().unwrap();
         assert!(!unguarded.keeps_open());
     }
 
@@ -721,7 +822,7 @@ mod tests {
         let scratch = Scratch::new(1);
         let shared = entry(&scratch.name);
         let (sender, woken) = std::sync::mpsc::channel();
-        let writer = shared.lock(Access::Exclusive);
+        let writer = shared.lock(Access::Exclusive).unwrap();
         let parked = shared.lock_or_park(
             Access::Shared,
             || 7,
@@ -749,7 +850,7 @@ mod tests {
 
     impl Work {
         fn holding(entry: &Arc<Entry>) -> Arc<Work> {
-            let turn = entry.lock(Access::Exclusive).keep(entry);
+            let turn = entry.lock(Access::Exclusive).unwrap().keep(entry);
             Arc::new(Work {
                 turn: Mutex::new(Some(turn)),
                 finished_by: Mutex::new(None),
@@ -809,7 +910,7 @@ mod tests {
         let (sender, got) = std::sync::mpsc::channel();
         let entry = Arc::clone(entry);
         std::thread::spawn(move || {
-            let _held = entry.lock(access);
+            let _held = entry.lock(access).unwrap();
             let _ = sender.send(std::thread::current().id());
         });
         got
@@ -880,6 +981,124 @@ mod tests {
         assert!(got.is_ok());
     }
 
+    /// Runs `f` on a thread of its own: what it returns, or `None` if it
+    /// has not within `LONG` (it hangs: the test fails rather than waits).
+    fn on_its_own_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+        let (sender, got) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = sender.send(f());
+        });
+        got.recv_timeout(LONG).ok()
+    }
+
+    /// Waits until a blocked thread is queued on `entry`.
+    fn until_a_thread_waits(entry: &Entry) {
+        while !entry.state().turns.threads_wait() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
+    const SHORT: std::time::Duration = std::time::Duration::from_millis(50);
+
+    #[test]
+    fn a_read_nested_in_a_read_goes_in_past_a_queued_writer() {
+        let scratch = Scratch::new(1);
+        let shared = entry(&scratch.name);
+        let outer_entry = Arc::clone(&shared);
+        let nested = on_its_own_thread(move || {
+            let outer = outer_entry.lock(Access::Shared).unwrap();
+            let writer = lock_elsewhere(&outer_entry, Access::Exclusive);
+            until_a_thread_waits(&outer_entry);
+            // Queued, it would wait behind the writer, which waits for it.
+            let nested = outer_entry.lock(Access::Shared).map(drop);
+            let waited = writer.recv_timeout(SHORT).is_err();
+            drop(outer);
+            let forgotten = held_here(&outer_entry).is_none();
+            (nested, waited, forgotten, writer)
+        });
+        let (nested, waited, forgotten, writer) = nested.expect("the nested read returned");
+        assert_eq!(nested, Ok(()));
+        assert!(waited, "the writer waits for both shared turns");
+        assert!(forgotten, "the thread holds nothing once they end");
+        assert!(writer.recv_timeout(LONG).is_ok(), "then has its turn");
+    }
+
+    #[test]
+    fn calls_nested_in_a_write_run_in_its_turn() {
+        let scratch = Scratch::new(1);
+        let shared = entry(&scratch.name);
+        let outer_entry = Arc::clone(&shared);
+        let nested = on_its_own_thread(move || {
+            let outer = outer_entry.lock(Access::Exclusive).unwrap();
+            let reader = lock_elsewhere(&outer_entry, Access::Shared);
+            until_a_thread_waits(&outer_entry);
+            let read = outer_entry.lock(Access::Shared).map(drop);
+            let write = outer_entry.lock(Access::Exclusive).map(|inner| {
+                // Deeper still, and its segment in use.
+                let deeper = outer_entry.lock(Access::Shared).map(drop);
+                (deeper, inner.segment().map(|segment| segment.len()))
+            });
+            // The nested calls ended nothing: the reader still waits.
+            let waited = reader.recv_timeout(SHORT).is_err();
+            drop(outer);
+            (read, write, waited, reader)
+        });
+        let (read, write, waited, reader) = nested.expect("the nested calls returned");
+        assert_eq!(read, Ok(()));
+        assert_eq!(write, Ok((Ok(()), Ok(1))));
+        assert!(waited, "the writer's turn lasts until it ends");
+        assert!(reader.recv_timeout(LONG).is_ok());
+        let free = lock_elsewhere(&shared, Access::Exclusive).recv_timeout(LONG);
+        assert!(free.is_ok(), "nothing of the turns is left");
+    }
+
+    #[test]
+    fn a_write_nested_in_a_read_is_refused_not_left_waiting() {
+        let scratch = Scratch::new(1);
+        let shared = entry(&scratch.name);
+        let outer_entry = Arc::clone(&shared);
+        let refused = on_its_own_thread(move || {
+            let outer = outer_entry.lock(Access::Shared).unwrap();
+            let refused = outer_entry.lock(Access::Exclusive).map(drop);
+            let inner = outer_entry.lock(Access::Shared).unwrap();
+            let deeper = outer_entry.lock(Access::Exclusive).map(drop);
+            drop((inner, outer));
+            // The thread holds nothing now: a write goes in.
+            let after = outer_entry.lock(Access::Exclusive).map(drop);
+            (refused, deeper, after)
+        });
+        let deadlock = Err(Error::Os(Errno::EDEADLK, Syscall::ShmOpen));
+        let (refused, deeper, after) = refused.expect("the nested write returned");
+        assert_eq!(refused, deadlock);
+        assert_eq!(deeper, deadlock);
+        assert_eq!(after, Ok(()));
+    }
+
+    #[test]
+    fn a_turn_kept_or_handed_back_is_no_longer_the_threads() {
+        let scratch = Scratch::new(1);
+        let shared = entry(&scratch.name);
+        let turn = shared.lock(Access::Exclusive).unwrap().keep(&shared);
+        assert_eq!(held_here(&shared), None);
+        drop(turn);
+        let held = shared.lock(Access::Shared).unwrap();
+        assert_eq!(held_here(&shared), Some(Access::Shared));
+        held.hand_back_to(7);
+        drop(held);
+        assert_eq!(held_here(&shared), None);
+        // A call inside an exclusive turn, kept, ends nothing; the turn
+        // handed back lapses first.
+        let inside = on_its_own_thread(move || {
+            let outer = shared.lock(Access::Exclusive).unwrap();
+            drop(shared.lock(Access::Shared).unwrap().keep(&shared));
+            let still = held_here(&shared);
+            drop(outer);
+            (still, held_here(&shared))
+        });
+        let held = Some(Access::Exclusive);
+        assert_eq!(inside, Some((held, None)));
+    }
+
     #[test]
     fn blocked_calls_wait_their_turn() {
         let scratch = Scratch::new(1);
@@ -889,7 +1108,7 @@ mod tests {
             for _ in 0..8 {
                 scope.spawn(|| {
                     for _ in 0..200 {
-                        let _held = shared.lock(Access::Exclusive);
+                        let _held = shared.lock(Access::Exclusive).unwrap();
                         assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0);
                         inside.fetch_sub(1, Ordering::SeqCst);
                     }
@@ -911,11 +1130,11 @@ mod tests {
                 scope.spawn(move || {
                     for round in 0..300 {
                         if (thread + round) % 3 == 0 {
-                            let _held = shared.lock(Access::Exclusive);
+                            let _held = shared.lock(Access::Exclusive).unwrap();
                             assert_eq!(inside.fetch_add(1000, Ordering::SeqCst), 0);
                             inside.fetch_sub(1000, Ordering::SeqCst);
                         } else {
-                            let _held = shared.lock(Access::Shared);
+                            let _held = shared.lock(Access::Shared).unwrap();
                             assert!(inside.fetch_add(1, Ordering::SeqCst) < 1000);
                             inside.fetch_sub(1, Ordering::SeqCst);
                         }

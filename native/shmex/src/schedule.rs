@@ -101,14 +101,16 @@ pub(crate) trait Scheduling {
     }
 }
 
-/// Waits for the segment, however long; no time limit.
+/// Waits for the segment, however long; no time limit. (A call nested in a
+/// turn its thread holds on the segment does not wait: see
+/// [`crate::registry`].)
 pub(crate) struct Blocking;
 
 impl Scheduling for Blocking {
     type Refusal = Error;
 
     fn lock<'e>(&self, entry: &'e Entry, access: Access) -> Result<Held<'e>, Error> {
-        Ok(entry.lock(access))
+        entry.lock(access)
     }
 
     fn admit(&self, _cost: Cost, _holds: &[&Held<'_>]) -> Result<(), Error> {

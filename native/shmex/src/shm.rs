@@ -269,6 +269,11 @@ impl<'a> Shm<'a> {
     /// shrank it), the process survives and the result is an error, `f`'s
     /// result being dropped.
     ///
+    /// Calls on the same segment made from inside `f` (on its thread) do
+    /// not queue behind the turn `f` runs in: those that read it go in at
+    /// once, whoever waits; those that change it could never have their
+    /// turn and fail at once, `Error::Os(EDEADLK, Syscall::ShmOpen)`.
+    ///
     /// # Safety
     ///
     /// Shared memory is shared: other OS processes, and other libraries in
@@ -283,7 +288,7 @@ impl<'a> Shm<'a> {
             return unsafe { vm.data(self.name, self.claim.into(), f) };
         }
         let entry = self.entry()?;
-        let held = entry.lock(Access::Shared);
+        let held = entry.lock(Access::Shared)?;
         let segment = held.segment()?;
         self.claim.check(segment.len())?;
         // SAFETY: forwarded to the caller.
@@ -293,19 +298,21 @@ impl<'a> Shm<'a> {
     /// Runs `f` on the data (`size` bytes) in place, to change it; its pages
     /// are reserved first, so that a full `/dev/shm` is an error before `f`
     /// runs. Other calls on the segment in this OS process wait until `f`
-    /// returns. See [`data`](Self::data).
+    /// returns. See [`data`](Self::data). Calls on the same segment made
+    /// from inside `f` (on its thread) run in its turn, without waiting.
     ///
     /// # Safety
     ///
     /// As for [`data`](Self::data): nothing else may read or change the data
-    /// while `f` runs. Otherwise use [`write`](Self::write).
+    /// while `f` runs, calls made from inside `f` included. Otherwise use
+    /// [`write`](Self::write).
     pub unsafe fn data_mut<R>(&self, f: impl FnOnce(&mut [u8]) -> R) -> Result<R> {
         if let Some(vm) = vm::elsewhere() {
             // SAFETY: forwarded to the caller.
             return unsafe { vm.data_mut(self.name, self.claim.into(), f) };
         }
         let entry = self.entry()?;
-        let held = entry.lock(Access::Exclusive);
+        let held = entry.lock(Access::Exclusive)?;
         let segment = held.segment()?;
         self.claim.check(segment.len())?;
         // SAFETY: forwarded to the caller.
@@ -1152,7 +1159,7 @@ mod tests {
         type Refusal = Error;
 
         fn lock<'e>(&self, entry: &'e Entry, access: Access) -> Result<Held<'e>> {
-            Ok(entry.lock(access))
+            entry.lock(access)
         }
 
         fn admit(&self, cost: Cost, _holds: &[&Held<'_>]) -> Result<()> {

@@ -53,6 +53,31 @@ fn fill(shm: Handle, byte: u8) -> NifResult<Handle> {
     Ok(shm)
 }
 
+/// Reads a struct's first byte with `read` from inside `data` (a call
+/// nested in the turn `data` holds), `pause_ms` after `data` began: the
+/// byte.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn nested_read(shm: Handle, pause_ms: u64) -> NifResult<u8> {
+    // SAFETY: as for `checksum`.
+    let read = unsafe {
+        shm.data(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(pause_ms));
+            shm.read(1)
+        })
+    };
+    Ok(read??.first().copied().unwrap_or(0))
+}
+
+/// Writes `byte` as a struct's data with `write` from inside `data`: a
+/// change nested in a shared turn, which is refused.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn nested_write(shm: Handle, byte: u8) -> NifResult<rustler::Atom> {
+    // SAFETY: as for `checksum`.
+    let shm = shm.shm();
+    unsafe { shm.data(|_| shm.write(&[byte])) }??;
+    Ok(rustler::types::atom::ok())
+}
+
 /// A guard of this library for a struct that has none (made by other code,
 /// or a copy whose guard was stripped): `{:ok, struct}` with the guard in
 /// it, or `{:error, :already_guarded}` if a guard in the VM holds it.

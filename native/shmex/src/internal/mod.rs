@@ -118,7 +118,7 @@ pub fn create(name: Option<ShmName>, len: u64, how: Made) -> Result<(ShmName, Id
 /// the segment's turn to read it, with Elixir's calls.
 pub fn map(name: &ShmName, claim: Claim) -> Result<Option<Arc<Mapping>>> {
     let entry = registry::entry(name);
-    let held = entry.lock(Access::Shared);
+    let held = entry.lock(Access::Shared)?;
     let segment = held.segment()?;
     claim.check(segment.len())?;
     let Ok(len) = usize::try_from(claim.capacity) else {
@@ -132,7 +132,7 @@ pub fn map(name: &ShmName, claim: Claim) -> Result<Option<Arc<Mapping>>> {
 /// Resizes the segment `name` to `len` bytes.
 pub fn resize(name: &ShmName, len: u64) -> Result<()> {
     let entry = registry::entry(name);
-    let held = entry.lock(Access::Exclusive);
+    let held = entry.lock(Access::Exclusive)?;
     let resized = held.segment()?.resize(len);
     resized
 }

@@ -147,7 +147,7 @@ impl Scheduling for OnScheduler<'_> {
     fn lock<'e>(&self, entry: &'e Entry, access: Access) -> std::result::Result<Held<'e>, Refusal> {
         // Parking needs the background thread to send the wake-up.
         if !background::available() {
-            return Ok(entry.lock(access));
+            return Ok(entry.lock(access)?);
         }
         // The caller is looked up only if it parks.
         let env = self.env;
