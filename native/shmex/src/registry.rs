@@ -936,7 +936,7 @@ mod tests {
         let scratch = Scratch::new(1);
         let shared = entry(&scratch.name);
         let work = Arc::new(Panicking {
-            turn: Mutex::new(Some(shared.lock(Access::Exclusive).keep(&shared))),
+            turn: Mutex::new(Some(shared.lock(Access::Exclusive).unwrap().keep(&shared))),
             ended: Mutex::new(None),
         });
         let finish: Weak<dyn Finish> = Arc::downgrade(&work) as Weak<Panicking>;
