@@ -513,13 +513,8 @@ impl<'a> Shm<'a> {
             return match in_steps(scheduling, plan.cost()) {
                 Some(step) => {
                     grow(&mut segment, old, size, at)?;
-                    let moving = Moving {
-                        copy: copy.stepped(len),
-                        what: copy,
-                        held: Hold::new(held.keep(&target_entry), &segment, plan),
-                        source: None,
-                        ending: Some(Ending::Resize { old, size }),
-                    };
+                    let held = Hold::new(held.keep(&target_entry), &segment, plan);
+                    let moving = Moving::within(copy, len, held, old, size);
                     drop(segment);
                     Ok(moving.go_on(step)?)
                 }
@@ -602,13 +597,8 @@ impl<'a> Shm<'a> {
                 // fails the trim before it moves anything.
                 segment.reserve(0, moved)?;
                 let old = segment.len();
-                let moving = Moving {
-                    copy: copy.stepped(moved),
-                    what: copy,
-                    held: Hold::new(held.keep(&entry), &segment, plan),
-                    source: None,
-                    ending: Some(Ending::Resize { old, size }),
-                };
+                let held = Hold::new(held.keep(&entry), &segment, plan);
+                let moving = Moving::within(copy, moved, held, old, size);
                 drop(segment);
                 Ok(moving.go_on(step)?)
             }
@@ -972,6 +962,18 @@ pub struct Moving {
 }
 
 impl Moving {
+    /// A move of `len` bytes within the segment `held`, which is resized
+    /// from `old` bytes to `size` once the move is done.
+    fn within(what: Move, len: u64, held: Hold, old: u64, size: u64) -> Moving {
+        Moving {
+            copy: what.stepped(len),
+            what,
+            held,
+            source: None,
+            ending: Some(Ending::Resize { old, size }),
+        }
+    }
+
     /// Copies on for about `step`; whether the copy is done.
     pub fn step(&mut self, step: Duration) -> Result<bool> {
         let held = self.held.segment()?;
