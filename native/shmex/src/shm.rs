@@ -748,18 +748,6 @@ impl Hold {
         }
     }
 
-    /// See [`Turn::yield_to`].
-    #[cfg_attr(not(feature = "nif"), allow(dead_code))] // steps are for NIF calls
-    fn yield_to(&self, finish: &Weak<dyn Finish>) {
-        self.turn.yield_to(Weak::clone(finish));
-    }
-
-    /// See [`Turn::resume`].
-    #[cfg_attr(not(feature = "nif"), allow(dead_code))] // steps are for NIF calls
-    fn resume(&self) {
-        self.turn.resume();
-    }
-
     /// The segment, for the next step: still the file the copy began on,
     /// and still holding every byte the plan copies.
     fn segment(&self) -> Result<InUse<'_>> {
@@ -768,6 +756,32 @@ impl Hold {
             return Err(Error::InvalidPayload);
         }
         Ok(segment)
+    }
+}
+
+/// The turns a copy going on in steps holds, on one segment or two.
+#[derive(Debug)]
+pub struct Holds<'a>([Option<&'a Hold>; 2]);
+
+impl Holds<'_> {
+    /// The copy waits between steps, for its caller to take the next:
+    /// until [`resume`](Self::resume)d, a thread that waits behind its
+    /// turns (a C or Rust call) may run the rest of it with `finish` (the
+    /// same `finish` on each of its segments).
+    #[cfg_attr(not(feature = "nif"), allow(dead_code))] // steps are for NIF calls
+    pub fn yield_to(&self, finish: &Weak<dyn Finish>) {
+        self.0
+            .iter()
+            .flatten()
+            .for_each(|hold| hold.turn.yield_to(Weak::clone(finish)));
+    }
+
+    /// The copy's caller takes its next step: call it before the step,
+    /// under whatever makes sure that the caller and a thread finishing it
+    /// do not both step it.
+    #[cfg_attr(not(feature = "nif"), allow(dead_code))] // steps are for NIF calls
+    pub fn resume(&self) {
+        self.0.iter().flatten().for_each(|hold| hold.turn.resume());
     }
 }
 
@@ -797,20 +811,10 @@ impl<B: DerefMut<Target = [u8]>> Reading<B> {
         self.buffer
     }
 
-    /// The copy waits between steps, for its caller to take the next:
-    /// until [`resume`](Self::resume)d, a thread that waits behind its
-    /// turns (a C or Rust call) may run the rest of it with `finish`.
+    /// The turn the read holds.
     #[cfg_attr(not(feature = "nif"), allow(dead_code))] // steps are for NIF calls
-    pub fn yield_to(&self, finish: &Weak<dyn Finish>) {
-        self.source.yield_to(finish);
-    }
-
-    /// The copy's caller takes its next step: call it before the step,
-    /// under whatever makes sure that the caller and a thread finishing it
-    /// do not both step it.
-    #[cfg_attr(not(feature = "nif"), allow(dead_code))] // steps are for NIF calls
-    pub fn resume(&self) {
-        self.source.resume();
+    pub fn holds(&self) -> Holds<'_> {
+        Holds([Some(&self.source), None])
     }
 }
 
@@ -844,20 +848,10 @@ impl Writing {
         self.claim
     }
 
-    /// The copy waits between steps, for its caller to take the next:
-    /// until [`resume`](Self::resume)d, a thread that waits behind its
-    /// turns (a C or Rust call) may run the rest of it with `finish`.
+    /// The turn the write holds.
     #[cfg_attr(not(feature = "nif"), allow(dead_code))] // steps are for NIF calls
-    pub fn yield_to(&self, finish: &Weak<dyn Finish>) {
-        self.target.yield_to(finish);
-    }
-
-    /// The copy's caller takes its next step: call it before the step,
-    /// under whatever makes sure that the caller and a thread finishing it
-    /// do not both step it.
-    #[cfg_attr(not(feature = "nif"), allow(dead_code))] // steps are for NIF calls
-    pub fn resume(&self) {
-        self.target.resume();
+    pub fn holds(&self) -> Holds<'_> {
+        Holds([Some(&self.target), None])
     }
 }
 
@@ -1008,27 +1002,11 @@ impl Moving {
         }
     }
 
-    /// The copy waits between steps, for its caller to take the next:
-    /// until [`resume`](Self::resume)d, a thread that waits behind its
-    /// turns (a C or Rust call) may run the rest of it with `finish`
-    /// (for a copy between two segments, the same `finish` on each).
+    /// The turns the move holds: its segment's, and the source's when it
+    /// copies from another segment.
     #[cfg_attr(not(feature = "nif"), allow(dead_code))] // steps are for NIF calls
-    pub fn yield_to(&self, finish: &Weak<dyn Finish>) {
-        self.held.yield_to(finish);
-        if let Some(source) = &self.source {
-            source.yield_to(finish);
-        }
-    }
-
-    /// The copy's caller takes its next step: call it before the step,
-    /// under whatever makes sure that the caller and a thread finishing it
-    /// do not both step it.
-    #[cfg_attr(not(feature = "nif"), allow(dead_code))] // steps are for NIF calls
-    pub fn resume(&self) {
-        self.held.resume();
-        if let Some(source) = &self.source {
-            source.resume();
-        }
+    pub fn holds(&self) -> Holds<'_> {
+        Holds([Some(&self.held), self.source.as_ref()])
     }
 
     /// Takes the first step, of about `step`, and finishes if that was
@@ -1315,7 +1293,7 @@ mod tests {
         });
         let finish: Weak<dyn Finish> = Arc::downgrade(&paused) as Weak<Paused>;
         let moving = paused.moving.lock().unwrap();
-        moving.as_ref().unwrap().yield_to(&finish);
+        moving.as_ref().unwrap().holds().yield_to(&finish);
         drop(moving);
         paused
     }

@@ -49,8 +49,8 @@ use rustler::{
     SchedulerFlags, Term,
 };
 use shmex::internal::{
-    self, decode_size, Finish, Moved, Moving, OnScheduler, Progress, Reading, Refusal, Stepped,
-    Writing, STEP,
+    self, decode_size, Finish, Holds, Moved, Moving, OnScheduler, Progress, Reading, Refusal,
+    Stepped, Writing, STEP,
 };
 use shmex::{guarded_struct, ArgumentError, Claim, Shm, ShmexTerm};
 
@@ -420,24 +420,28 @@ impl Copying {
         }))
     }
 
-    /// See `Reading::yield_to`: the state is `steps`.
-    fn yield_to(&self, steps: &Arc<Steps>) {
-        let finish: Weak<dyn Finish> = Arc::downgrade(steps) as Weak<Steps>;
+    /// The turns the copy holds, if it is still one.
+    fn holds(&self) -> Option<Holds<'_>> {
         match self {
-            Copying::Read(reading) => reading.yield_to(&finish),
-            Copying::Write(writing, _) => writing.yield_to(&finish),
-            Copying::Move(moving) => moving.yield_to(&finish),
-            Copying::Finishing | Copying::Finished(_) | Copying::Gone => {}
+            Copying::Read(reading) => Some(reading.holds()),
+            Copying::Write(writing, _) => Some(writing.holds()),
+            Copying::Move(moving) => Some(moving.holds()),
+            Copying::Finishing | Copying::Finished(_) | Copying::Gone => None,
         }
     }
 
-    /// See `Reading::resume`.
+    /// See `Holds::yield_to`: the state is `steps`.
+    fn yield_to(&self, steps: &Arc<Steps>) {
+        let finish: Weak<dyn Finish> = Arc::downgrade(steps) as Weak<Steps>;
+        if let Some(holds) = self.holds() {
+            holds.yield_to(&finish);
+        }
+    }
+
+    /// See `Holds::resume`.
     fn resume(&self) {
-        match self {
-            Copying::Read(reading) => reading.resume(),
-            Copying::Write(writing, _) => writing.resume(),
-            Copying::Move(moving) => moving.resume(),
-            Copying::Finishing | Copying::Finished(_) | Copying::Gone => {}
+        if let Some(holds) = self.holds() {
+            holds.resume();
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::schedule::Scheduling;
 use crate::{background, Claim, Error, Shm};
 
 pub use crate::registry::{Finish, Stepped};
-pub use crate::shm::{Moved, Moving, Parts, Progress, Reading, Writing};
+pub use crate::shm::{Holds, Moved, Moving, Parts, Progress, Reading, Writing};
 
 mod atoms {
     rustler::atoms! { shmex_segment_free }
