@@ -117,6 +117,17 @@ unsafe fn with_name(name: Bytes, f: impl FnOnce(ShmName) -> Result<()>) -> Outco
     }
 }
 
+/// `f` on the struct another copy passes, `claim` on the segment `name`:
+/// its outcome, or the name's refusal.
+///
+/// # Safety
+///
+/// `name.ptr` points to `name.len` bytes.
+unsafe fn with_struct(name: Bytes, claim: Sizes, f: impl FnOnce(Shm) -> Result<()>) -> Outcome {
+    // SAFETY: forwarded to the caller.
+    unsafe { with_name(name, |name| f(Shm::new(&name, None, claim.into()))) }
+}
+
 /// Holds `guard` for another copy, until `unlink_if`; its segment.
 fn hand_over(guard: Guard) -> Created {
     let created = Created::of(guard.name(), guard.identity().to_bits());
@@ -242,8 +253,7 @@ unsafe extern "C" fn local_read(
     caught(panicked(), || {
         // SAFETY: a name of `len` bytes.
         unsafe {
-            with_name(name, |name| {
-                let shm = Shm::new(&name, None, claim.into());
+            with_struct(name, claim, |shm| {
                 let buffer = |len: usize| {
                     // SAFETY: the caller's `alloc` makes `len` bytes in its
                     // context (or none), which live until the caller's call
@@ -269,11 +279,7 @@ unsafe extern "C" fn local_write(
     caught(panicked(), || {
         // SAFETY: a name of `len` bytes; `data` lives for the call, unchanged,
         // and `out` points to a Sizes, by contract.
-        unsafe {
-            with_name(name, |name| {
-                claims(Shm::new(&name, None, claim.into()).write(data.bytes()), out)
-            })
-        }
+        unsafe { with_struct(name, claim, |shm| claims(shm.write(data.bytes()), out)) }
     })
 }
 
@@ -285,14 +291,7 @@ unsafe extern "C" fn local_set_capacity(
 ) -> Outcome {
     caught(panicked(), || {
         // SAFETY: a name of `len` bytes; `out` points to a Sizes, by contract.
-        unsafe {
-            with_name(name, |name| {
-                claims(
-                    Shm::new(&name, None, claim.into()).set_capacity(capacity),
-                    out,
-                )
-            })
-        }
+        unsafe { with_struct(name, claim, |shm| claims(shm.set_capacity(capacity), out)) }
     })
 }
 
@@ -305,9 +304,8 @@ unsafe extern "C" fn local_split_at(
     caught(panicked(), || {
         // SAFETY: a name of `len` bytes.
         unsafe {
-            with_name(name, |name| {
-                let (left, guard, right) =
-                    Shm::new(&name, None, claim.into()).split_at(position)?;
+            with_struct(name, claim, |shm| {
+                let (left, guard, right) = shm.split_at(position)?;
                 // SAFETY: `out` points to a Split, by contract.
                 *out = Split {
                     left: left.into(),
@@ -333,9 +331,9 @@ unsafe extern "C" fn local_append(
             let Some(source) = source.name() else {
                 return Outcome::refused();
             };
-            with_name(name, |name| {
+            with_struct(name, claim, |shm| {
                 let source = Shm::new(&source, None, source_claim.into());
-                claims(Shm::new(&name, None, claim.into()).append(&source), out)
+                claims(shm.append(&source), out)
             })
         }
     })
@@ -344,11 +342,7 @@ unsafe extern "C" fn local_append(
 unsafe extern "C" fn local_trim(name: Bytes, claim: Sizes, bytes: u64, out: *mut Sizes) -> Outcome {
     caught(panicked(), || {
         // SAFETY: a name of `len` bytes; `out` points to a Sizes, by contract.
-        unsafe {
-            with_name(name, |name| {
-                claims(Shm::new(&name, None, claim.into()).trim(bytes), out)
-            })
-        }
+        unsafe { with_struct(name, claim, |shm| claims(shm.trim(bytes), out)) }
     })
 }
 
@@ -389,8 +383,7 @@ unsafe extern "C" fn local_access(
         // data in place, as `Shm::data` and `Shm::data_mut` hand it to their
         // closures; the caller promised what they ask (crate::vm::Vm::data).
         unsafe {
-            with_name(name, |name| {
-                let shm = Shm::new(&name, None, claim.into());
+            with_struct(name, claim, |shm| {
                 if exclusive {
                     shm.data_mut(|data| visit(context, data.as_mut_ptr(), data.len()))
                 } else {
