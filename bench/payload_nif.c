@@ -14,6 +14,13 @@
  *   floor_allocate(size, n)
  *                        openat(O_CREAT|O_EXCL) + ftruncate + mmap +
  *                        memset + munmap + close + unlink
+ *   floor_allocate_terms(size, n)
+ *                        the same system calls, each payload handed to
+ *                        Elixir as a %Shmex{} whose guard is a resource of
+ *                        this library: its destructor unmaps, closes and
+ *                        unlinks when the VM collects it. The least any NIF
+ *                        library does that gives C-made payloads to Elixir;
+ *                        the n payloads
  */
 #define _GNU_SOURCE
 #include <erl_nif.h>
@@ -27,13 +34,34 @@
 #include <unistd.h>
 
 static ErlNifResourceType *GUARD;
+static ErlNifResourceType *FLOOR_PAYLOAD;
+static int SHM_DIR = -1;
+
+/* A payload of floor_allocate_terms: what its destructor lets go of. */
+typedef struct {
+  void *memory;
+  size_t size;
+  int fd;
+  char name[64];
+} FloorPayload;
+
+static void floor_payload_destructor(ErlNifEnv *env, void *object) {
+  (void)env;
+  FloorPayload *payload = object;
+  if (payload->memory != MAP_FAILED) munmap(payload->memory, payload->size);
+  if (payload->fd >= 0) close(payload->fd);
+  unlinkat(SHM_DIR, payload->name, 0);
+}
 
 static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {
   (void)priv;
   (void)info;
   GUARD = enif_open_resource_type(env, NULL, "payload_guard", shmex_guard_destructor,
                                   ERL_NIF_RT_CREATE, NULL);
-  return GUARD == NULL;
+  FLOOR_PAYLOAD = enif_open_resource_type(env, NULL, "floor_payload", floor_payload_destructor,
+                                          ERL_NIF_RT_CREATE, NULL);
+  SHM_DIR = open("/dev/shm", O_DIRECTORY | O_PATH | O_CLOEXEC);
+  return GUARD == NULL || FLOOR_PAYLOAD == NULL || SHM_DIR < 0;
 }
 
 static double now(void) {
@@ -137,11 +165,56 @@ static ERL_NIF_TERM floor_allocate(ErlNifEnv *env, int argc, const ERL_NIF_TERM 
   return enif_make_double(env, ns);
 }
 
+static ERL_NIF_TERM floor_allocate_terms(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+  (void)argc;
+  unsigned size, n;
+  if (!enif_get_uint(env, argv[0], &size) || !enif_get_uint(env, argv[1], &n)) {
+    return enif_make_badarg(env);
+  }
+  static unsigned counter;
+  ERL_NIF_TERM keys[] = {enif_make_atom(env, "__struct__"), enif_make_atom(env, "name"),
+                         enif_make_atom(env, "guard"), enif_make_atom(env, "size"),
+                         enif_make_atom(env, "capacity")};
+  ERL_NIF_TERM list = enif_make_list(env, 0);
+  for (unsigned i = 0; i < n; i++) {
+    FloorPayload *payload = enif_alloc_resource(FLOOR_PAYLOAD, sizeof *payload);
+    int length = snprintf(payload->name, sizeof payload->name, "shmex-floor-%d-%u", getpid(),
+                          __atomic_fetch_add(&counter, 1, __ATOMIC_RELAXED));
+    payload->size = size;
+    payload->memory = MAP_FAILED;
+    payload->fd = openat(SHM_DIR, payload->name,
+                         O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (payload->fd < 0 || ftruncate(payload->fd, size) != 0) {
+      enif_release_resource(payload);
+      return enif_make_badarg(env);
+    }
+    payload->memory = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, payload->fd, 0);
+    if (payload->memory == MAP_FAILED) {
+      enif_release_resource(payload);
+      return enif_make_badarg(env);
+    }
+    memset(payload->memory, 1, size);
+    ERL_NIF_TERM name;
+    unsigned char *bytes = enif_make_new_binary(env, length + 1, &name);
+    bytes[0] = '/';
+    memcpy(bytes + 1, payload->name, length);
+    ERL_NIF_TERM values[] = {enif_make_atom(env, "Elixir.Shmex"), name,
+                             enif_make_resource(env, payload), enif_make_uint(env, size),
+                             enif_make_uint(env, size)};
+    enif_release_resource(payload);
+    ERL_NIF_TERM shm;
+    enif_make_map_from_arrays(env, keys, values, 5, &shm);
+    list = enif_make_list_cell(env, shm, list);
+  }
+  return list;
+}
+
 static ErlNifFunc functions[] = {
     {"touch", 2, touch, 0},
     {"allocate", 2, allocate, 0},
     {"floor_touch", 2, floor_touch, 0},
     {"floor_allocate", 2, floor_allocate, 0},
+    {"floor_allocate_terms", 2, floor_allocate_terms, 0},
 };
 
 /* MODULE is expanded before ERL_NIF_INIT stringizes it. */
