@@ -10,6 +10,21 @@
 # outside the timing. Each batch is paired with a batch of :binary.copy/1 of
 # the same size right before it, and the ratio column is the median of the
 # pairs' ratios: machines are noisy, compare ratios within one run.
+#
+# Two lines come before the table: the C floor (the system calls Shmex makes
+# for the small calls, in a C loop: bench/syscall_floor.c), and the least a
+# NIF does for a 64-byte read or write (bench/least_nif.c: the struct's
+# fields, one fstat, the copy, the reply, and none of Shmex's turns and
+# checks). Between the second and Shmex's own rows is what those cost.
+
+defmodule Shmex.Bench.Least do
+  @moduledoc false
+  # bench/least_nif.c, built and loaded by Shmex.Bench.least/0.
+  def load(path), do: :erlang.load_nif(String.to_charlist(path), 0)
+  def open(_name), do: :erlang.nif_error(:not_loaded)
+  def read(_shm, _handle), do: :erlang.nif_error(:not_loaded)
+  def write(_shm, _handle, _data), do: :erlang.nif_error(:not_loaded)
+end
 
 defmodule Shmex.Bench do
   alias Shmex.Native
@@ -31,6 +46,7 @@ defmodule Shmex.Bench do
   defp table do
     IO.puts(machine())
     floor()
+    least()
     IO.puts("")
     IO.puts("| call | size | ns per call | MB/s | × :binary.copy/1 |")
     IO.puts("|---|---:|---:|---:|---:|")
@@ -76,6 +92,41 @@ defmodule Shmex.Bench do
     end
 
     File.rm(binary)
+  end
+
+  # The least a NIF does for the small calls (bench/least_nif.c): the
+  # struct's fields, one fstat, the copy and the reply, with nothing of
+  # Shmex's turns and checks.
+  defp least do
+    source = Path.join(__DIR__, "least_nif.c")
+    library = Path.join(System.tmp_dir!(), "shmex-least-#{System.pid()}")
+    args = ~w(-std=c11 -O2 -fPIC -shared) ++ String.split(Shmex.Build.cflags(:nif))
+
+    with gcc when is_binary(gcc) <- System.find_executable("gcc"),
+         {_, 0} <-
+           System.cmd(gcc, args ++ [source, "-o", library <> ".so"], stderr_to_stdout: true),
+         :ok <- Shmex.Bench.Least.load(library) do
+      data = :binary.copy(<<5>>, 64)
+      shm = Shmex.new(data)
+      handle = Shmex.Bench.Least.open(shm.name)
+      read = median_ns(fn _ -> Shmex.Bench.Least.read(shm, handle) end)
+      write = median_ns(fn _ -> Shmex.Bench.Least.write(shm, handle, data) end)
+
+      IO.puts(
+        "Least a NIF does (the struct's fields, fstat, copy, reply), ns: " <>
+          "read 64 B #{round(read)}, write 64 B #{round(write)}"
+      )
+    else
+      _ -> IO.puts("Least a NIF does: not measured (no gcc)")
+    end
+
+    File.rm(library <> ".so")
+  end
+
+  defp median_ns(call) do
+    subject = {fn -> nil end, call}
+    per_batch = batch_size(subject)
+    median(for _ <- 1..@batches, do: time_batch(subject, per_batch))
   end
 
   defp calls(size, data) do
