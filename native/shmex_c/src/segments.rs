@@ -9,7 +9,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use nix::errno::Errno;
 use nix::libc;
-use shmex::internal::{Creation, Identity, Mapping};
+use shmex::internal::{self, Creation, Identity, Mapping};
 use shmex::{Claim, Error, ShmName, Syscall};
 
 use crate::no_unwind;
@@ -71,7 +71,7 @@ pub unsafe fn allocate(
             let created = call::create(given.as_ref(), u64::from(payload.capacity), how).and_then(
                 |(name, identity)| {
                     if given.is_none() {
-                        let copy = malloc_c_string(&name.to_posix());
+                        let copy = malloc_c_string(&internal::posix(&name));
                         if copy.is_null() {
                             forget(&name, identity, how);
                             return Err(Error::Os(Errno::ENOMEM, Syscall::ShmOpen));
