@@ -53,6 +53,21 @@ enum Repr {
     Refused(Errno),
 }
 
+/// A name as `shm_open(3)` spells it, with one leading slash (empty for a
+/// name the OS refuses), held on the stack: [`ShmName::posix`].
+pub struct Posix {
+    len: usize,
+    bytes: [u8; NAME_MAX + 1],
+}
+
+impl std::ops::Deref for Posix {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
 /// The start of the names of the crate's own files (its sessions, see
 /// `leftovers`): no caller's name may reach them.
 pub(crate) const RESERVED: &[u8] = b".shmex-";
@@ -127,9 +142,21 @@ impl ShmName {
     pub fn generate() -> ShmName {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let name = format!("{PREFIX}{}{}", process_tag(), base36(count, 13));
-        debug_assert_eq!(name.len(), GENERATED_LEN);
-        ShmName::new(name.as_bytes()).unwrap_or_else(|| unreachable!("base-36 digits are not NUL"))
+        // Written in place, without the leading slash: the canonical name,
+        // made on every allocation without touching the heap.
+        const LEN: usize = GENERATED_LEN - 1;
+        let prefix = &PREFIX.as_bytes()[1..];
+        let mut bytes = [0; INLINE + 1];
+        let (head, digits) = bytes[..LEN].split_at_mut(prefix.len());
+        head.copy_from_slice(prefix);
+        let (tag, counter) = digits.split_at_mut(TAG_LEN);
+        tag.copy_from_slice(process_tag().as_bytes());
+        write_base36(count, counter);
+        // Base-36 digits and a dash: no NUL, no slash, not a reserved name.
+        ShmName(Repr::Inline {
+            len: LEN as u8,
+            bytes,
+        })
     }
 
     /// Whether the name has the form of a generated one (of any process).
@@ -170,10 +197,23 @@ impl ShmName {
     /// The name as `shm_open(3)` spells it, with one leading slash; empty for
     /// a name the OS refuses.
     pub fn to_posix(&self) -> Vec<u8> {
-        match self.canonical() {
-            Ok(canonical) => [b"/", without_nul(canonical)].concat(),
-            Err(_) => Vec::new(),
+        self.posix().to_vec()
+    }
+
+    /// [`ShmName::to_posix`] on the stack: for the calls that pass a name on
+    /// at every allocation.
+    pub(crate) fn posix(&self) -> Posix {
+        let mut posix = Posix {
+            len: 0,
+            bytes: [0; NAME_MAX + 1],
+        };
+        if let Ok(key) = self.key() {
+            // A name the OS accepts is NAME_MAX bytes at most.
+            posix.bytes[0] = b'/';
+            posix.bytes[1..=key.len()].copy_from_slice(key);
+            posix.len = key.len() + 1;
         }
+        posix
     }
 
     /// Whether the OS refuses this name.
@@ -255,14 +295,20 @@ pub(crate) fn generated_tag(canonical: &[u8]) -> Option<&[u8]> {
 pub(crate) const TAG_LEN: usize = 11;
 
 /// The lowest `digits` base-36 digits of `value`, zero-padded.
-fn base36(mut value: u64, digits: usize) -> String {
+fn base36(value: u64, digits: usize) -> String {
+    let mut out = vec![0; digits];
+    write_base36(value, &mut out);
+    out.into_iter().map(char::from).collect()
+}
+
+/// Fills `out` with the lowest `out.len()` base-36 digits of `value`,
+/// zero-padded.
+fn write_base36(mut value: u64, out: &mut [u8]) {
     const ALPHABET: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
-    let mut out = vec![b'0'; digits];
     for slot in out.iter_mut().rev() {
         *slot = ALPHABET[(value % 36) as usize];
         value /= 36;
     }
-    out.into_iter().map(char::from).collect()
 }
 
 #[cfg(test)]
@@ -286,6 +332,9 @@ mod tests {
             assert!(text[PREFIX.len()..]
                 .bytes()
                 .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase()));
+            // Made in place, it is what its spelling makes.
+            assert_eq!(name.canonical(), ShmName::new(&posix).unwrap().canonical());
+            assert!(name.is_generated_here());
         }
     }
 

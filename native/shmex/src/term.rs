@@ -184,7 +184,7 @@ impl<'a> ShmexTerm<'a> {
     /// This struct with `guard` in its `guard` field, and the guard's name if
     /// it had none; everything else unchanged, extra keys included.
     pub fn with_guard(&self, env: Env<'a>, guard: Guard) -> Term<'a> {
-        let name = (self.name().is_none()).then(|| binary(env, &guard.name().to_posix()));
+        let name = (self.name().is_none()).then(|| binary(env, &guard.name().posix()));
         let guard = ResourceArc::new(guard).encode(env);
         let mut fields = vec![(atoms::guard(), guard)];
         fields.extend(name.map(|name| (atoms::name(), name)));
@@ -317,7 +317,7 @@ impl<'a> Handle<'a> {
 
 /// A new `%Shmex{}` struct for a segment just guarded.
 pub fn guarded_struct(env: Env, guard: Guard, claim: Claim) -> Term {
-    let name = binary(env, &guard.name().to_posix());
+    let name = binary(env, &guard.name().posix());
     struct_term(env, name, ResourceArc::new(guard).encode(env), claim)
 }
 

@@ -75,7 +75,7 @@ use nix::errno::Errno;
 use nix::libc;
 
 use crate::error::{Error, Result, Syscall};
-use crate::name::ShmName;
+use crate::name::{Posix, ShmName};
 
 /// The version of [`Api`]'s functions and their arguments.
 pub const ABI: u32 = 1;
@@ -441,7 +441,7 @@ impl Created {
             inode,
             ..Created::empty()
         };
-        for (slot, &byte) in created.name.iter_mut().zip(&name.to_posix()) {
+        for (slot, &byte) in created.name.iter_mut().zip(name.posix().iter()) {
             *slot = byte as c_char;
         }
         created
@@ -451,16 +451,19 @@ impl Created {
     pub fn segment(&self) -> Result<(ShmName, [u64; 2])> {
         // Always NUL-terminated: the last byte is never written.
         let end = self.name.iter().position(|&c| c == 0).unwrap_or(0);
-        let bytes: Vec<u8> = self.name[..end].iter().map(|&c| c as u8).collect();
-        let name = ShmName::new(&bytes).ok_or(Error::Os(Errno::EINVAL, Syscall::ShmOpen))?;
+        let mut bytes = [0; 258];
+        for (byte, &c) in bytes.iter_mut().zip(&self.name[..end]) {
+            *byte = c as u8;
+        }
+        let name = ShmName::new(&bytes[..end]).ok_or(Error::Os(Errno::EINVAL, Syscall::ShmOpen))?;
         Ok((name, [self.device, self.inode]))
     }
 }
 
 /// The name as passed across; a name the OS refuses is refused here, with
 /// the error the other side would give it.
-fn passed(name: &ShmName) -> Result<Vec<u8>> {
-    name.refusal().map_or_else(|| Ok(name.to_posix()), Err)
+fn passed(name: &ShmName) -> Result<Posix> {
+    name.refusal().map_or_else(|| Ok(name.posix()), Err)
 }
 
 /// A table to work through, with its functions as safe methods: every call

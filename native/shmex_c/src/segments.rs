@@ -2,14 +2,14 @@
 //! the segment a C `Shmex` names, through the VM's primary copy of the crate
 //! once there is one ([`crate::primary`]).
 
-use std::collections::BTreeMap;
+use std::collections::btree_map::{BTreeMap, Entry};
 use std::ffi::{c_char, c_int, c_void};
 use std::ptr;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use nix::errno::Errno;
 use nix::libc;
-use shmex::internal::{Creation, Identity, Mapping};
+use shmex::internal::{self, Creation, Identity, Mapping};
 use shmex::{Claim, Error, ShmName, Syscall};
 
 use crate::no_unwind;
@@ -20,7 +20,20 @@ use crate::types::{not_mapped, Shmex, ShmexLibResult};
 /// The mappings this library handed to C, by address: `shmex_unmap` lets go
 /// of exactly those, whatever the struct's capacity says by then. One
 /// segment's kept mapping may be handed out several times at once.
-static MAPPINGS: Mutex<BTreeMap<usize, Vec<Handle>>> = Mutex::new(BTreeMap::new());
+static MAPPINGS: Mutex<BTreeMap<usize, Handles>> = Mutex::new(BTreeMap::new());
+
+/// The handles of the mappings handed out at one address, the last handed
+/// out last: mostly one, kept in place.
+struct Handles {
+    first: Handle,
+    more: Vec<Handle>,
+}
+
+impl Handles {
+    fn last(&self) -> &Handle {
+        self.more.last().unwrap_or(&self.first)
+    }
+}
 
 /// What keeps a mapping handed to C mapped.
 enum Handle {
@@ -71,7 +84,7 @@ pub unsafe fn allocate(
             let created = call::create(given.as_ref(), u64::from(payload.capacity), how).and_then(
                 |(name, identity)| {
                     if given.is_none() {
-                        let copy = malloc_c_string(&name.to_posix());
+                        let copy = malloc_c_string(&internal::posix(&name));
                         if copy.is_null() {
                             forget(&name, identity, how);
                             return Err(Error::Os(Errno::ENOMEM, Syscall::ShmOpen));
@@ -149,14 +162,12 @@ pub unsafe extern "C" fn shmex_unmap(payload: *mut Shmex) {
             let memory = std::mem::replace(&mut payload.mapped_memory, not_mapped());
             // Dropping its handle lets go of it; C must not use it any more,
             // by the header's contract.
-            let handle = {
-                let mut mappings = lock_mappings();
-                let handles = mappings.get_mut(&(memory as usize));
-                let handle = handles.and_then(Vec::pop);
-                if mappings.get(&(memory as usize)).is_some_and(Vec::is_empty) {
-                    mappings.remove(&(memory as usize));
-                }
-                handle
+            let handle = match lock_mappings().entry(memory as usize) {
+                Entry::Occupied(mut handles) => match handles.get_mut().more.pop() {
+                    Some(handle) => Some(handle),
+                    None => Some(handles.remove().first),
+                },
+                Entry::Vacant(_) => None,
             };
             drop(handle);
         },
@@ -192,8 +203,7 @@ pub unsafe extern "C" fn shmex_mapping_faulted(payload: *const Shmex) -> c_int {
             let mappings = lock_mappings();
             let faulted = mappings
                 .get(&(payload.mapped_memory as usize))
-                .and_then(|handles| handles.last())
-                .is_some_and(Handle::faulted);
+                .is_some_and(|handles| handles.last().faulted());
             c_int::from(faulted)
         },
         || 0,
@@ -286,10 +296,15 @@ pub unsafe extern "C" fn shmex_generate_shm_name(name: *mut c_char, _attempt: c_
 /// Keeps the handle of the mapping at `address` in the table and gives C the
 /// address.
 fn hand_out(address: *mut u8, handle: Handle) -> *mut c_void {
-    lock_mappings()
-        .entry(address as usize)
-        .or_default()
-        .push(handle);
+    match lock_mappings().entry(address as usize) {
+        Entry::Occupied(mut handles) => handles.get_mut().more.push(handle),
+        Entry::Vacant(free) => {
+            free.insert(Handles {
+                first: handle,
+                more: Vec::new(),
+            });
+        }
+    }
     address.cast()
 }
 
@@ -311,6 +326,6 @@ unsafe fn unmapped<'p>(payload: *mut Shmex) -> Result<(&'p mut Shmex, ShmName), 
     Ok((payload, name))
 }
 
-fn lock_mappings() -> MutexGuard<'static, BTreeMap<usize, Vec<Handle>>> {
+fn lock_mappings() -> MutexGuard<'static, BTreeMap<usize, Handles>> {
     MAPPINGS.lock().unwrap_or_else(PoisonError::into_inner)
 }

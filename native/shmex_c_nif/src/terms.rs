@@ -289,7 +289,7 @@ pub unsafe extern "C" fn shmex_add_guard(
             let Some(name) = (unsafe { name_at(payload.name) }) else {
                 return;
             };
-            if guard_type.is_null() || name.to_posix().is_empty() {
+            if guard_type.is_null() || internal::posix(&name).is_empty() {
                 return; // a name no segment can have: nothing to guard
             }
             // SAFETY: a resource type registered for guards, by contract.
@@ -313,7 +313,7 @@ unsafe fn attach_guard(
     name: &ShmName,
     guard: impl FnOnce() -> shmex::Result<Identity>,
 ) -> bool {
-    let posix = name.to_posix();
+    let posix = internal::posix(name);
     let mut stored = [0 as c_char; NAME_MAX + 1];
     // Without the leading slash: 255 bytes at most, and a NUL.
     for (slot, &byte) in stored.iter_mut().zip(&posix[1..]) {
@@ -364,8 +364,11 @@ pub unsafe extern "C" fn shmex_guard_destructor(_env: *mut ErlNifEnv, resource: 
                 .iter()
                 .position(|&byte| byte == 0)
                 .unwrap_or(guard.name.len());
-            let bytes: Vec<u8> = guard.name[..len].iter().map(|&byte| byte as u8).collect();
-            if let Some(name) = ShmName::new(&bytes).filter(|_| len > 0) {
+            let mut bytes = [0; NAME_MAX + 1];
+            for (byte, &c) in bytes.iter_mut().zip(&guard.name[..len]) {
+                *byte = c as u8;
+            }
+            if let Some(name) = ShmName::new(&bytes[..len]).filter(|_| len > 0) {
                 call::unlink_if(&name, guard.identity);
             }
         },

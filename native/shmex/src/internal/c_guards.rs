@@ -3,14 +3,21 @@
 //! counts it with the segment's other guards is kept here, by name and
 //! identity, until the C guard's destructor ends it.
 
-use std::collections::HashMap;
+use std::collections::hash_map::{Entry, HashMap};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::name::ShmName;
 use crate::sys::Identity;
 use crate::Guard;
 
-type Held = HashMap<(ShmName, Identity), Vec<Guard>>;
+type Held = HashMap<(ShmName, Identity), Guards>;
+
+/// The guards kept for one name and identity: mostly one (a segment C
+/// allocated), so it is kept in place, and only further ones in a list.
+struct Guards {
+    first: Guard,
+    more: Vec<Guard>,
+}
 
 static HELD: Mutex<Option<Held>> = Mutex::new(None);
 
@@ -22,24 +29,27 @@ fn held() -> MutexGuard<'static, Option<Held>> {
 /// Keeps `guard` for a C guard.
 pub(super) fn hold(guard: Guard) {
     let key = (guard.name().clone(), guard.identity());
-    held()
-        .get_or_insert_with(HashMap::new)
-        .entry(key)
-        .or_default()
-        .push(guard);
+    match held().get_or_insert_with(HashMap::new).entry(key) {
+        Entry::Occupied(mut kept) => kept.get_mut().more.push(guard),
+        Entry::Vacant(free) => {
+            free.insert(Guards {
+                first: guard,
+                more: Vec::new(),
+            });
+        }
+    }
 }
 
 /// Takes one guard kept for `name` and `identity`, if any.
 fn take(name: &ShmName, identity: Identity) -> Option<Guard> {
     let mut held = held();
-    let guards = held.as_mut()?;
-    let key = (name.clone(), identity);
-    let list = guards.get_mut(&key)?;
-    let guard = list.pop();
-    if list.is_empty() {
-        guards.remove(&key);
+    let Entry::Occupied(mut kept) = held.as_mut()?.entry((name.clone(), identity)) else {
+        return None;
+    };
+    match kept.get_mut().more.pop() {
+        Some(guard) => Some(guard),
+        None => Some(kept.remove().first),
     }
-    guard
 }
 
 /// Drops one guard kept for `name` and `identity` (outside the lock: it may

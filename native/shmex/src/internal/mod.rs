@@ -24,7 +24,7 @@ use crate::sys;
 use crate::{background, budget, guard, Claim, Error, Guard, Result, ShmName};
 
 pub use crate::mapping::Mapping;
-pub use crate::name::NAME_MAX;
+pub use crate::name::{Posix, NAME_MAX};
 #[cfg(feature = "nif")]
 pub use crate::term::{decode_size, struct_term};
 pub use crate::vm::{
@@ -33,6 +33,12 @@ pub use crate::vm::{
 #[cfg(feature = "nif")]
 pub use nif::*;
 pub use table::{LOCAL, TABLE};
+
+/// `name` as `shm_open(3)` spells it, as [`ShmName::to_posix`] does, but
+/// on the stack.
+pub fn posix(name: &ShmName) -> Posix {
+    name.posix()
+}
 
 /// What this copy of the crate holds and has seen.
 #[derive(Clone, Copy, Debug)]
