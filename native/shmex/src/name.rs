@@ -54,7 +54,8 @@ enum Repr {
 }
 
 /// A name as `shm_open(3)` spells it, with one leading slash (empty for a
-/// name the OS refuses), held on the stack: [`ShmName::posix`].
+/// name the OS refuses), held on the stack: [`ShmName::to_posix`] without
+/// the heap.
 pub struct Posix {
     len: usize,
     bytes: [u8; NAME_MAX + 1],

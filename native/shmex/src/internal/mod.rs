@@ -79,7 +79,7 @@ pub enum Creation {
     /// Handed out unguarded on purpose (`shmex_allocate_unguarded`): it
     /// outlives this process, however that ends.
     Unguarded,
-    /// Guarded by a C guard at once (`shmex_allocate`): see [`guard`].
+    /// Guarded by a C guard at once (`shmex_allocate`): see `guard`.
     Guarded,
 }
 
@@ -171,7 +171,7 @@ pub fn release_c_guard(name: &ShmName, identity: Identity) -> bool {
     c_guards::release(name, sys::Identity::from_bits(identity))
 }
 
-/// Ends a C guard of `name`: drops the guard [`guard`] made for it, which
+/// Ends a C guard of `name`: drops the guard `guard` made for it, which
 /// unlinks the segment if no other guard of this process holds it and its
 /// name still leads to it. A guard this process did not make (another copy
 /// of the crate made it, before it found this one) unlinks the segment if
