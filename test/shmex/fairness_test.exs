@@ -56,12 +56,15 @@ defmodule Shmex.FairnessTest do
 
     # Short reads of the segment, made while a long call on it runs: how many
     # had to wait for their turn, out of how many. On a busy machine the long
-    # call may be over before the first probe: then it is made again.
+    # call may be over before the first probe: then it is made again. The
+    # prober yields to let the long call start, and never sleeps: on a machine
+    # whose cores are all busy, a scheduler that went to sleep here was seen
+    # to wake only once the long call had ended.
     probe = fn long_call, met? ->
       Enum.find_value(1..20, fn _ ->
         parent = self()
         spawn_link(fn -> send(parent, {:done, long_call.()}) end)
-        Process.sleep(1)
+        :erlang.yield()
         probes = probe_until_done(shm, [])
         assert_receive {:done, {:ok, _}}, 30_000
         counts = {Enum.count(probes, &match?({:wait, _}, &1)), length(probes)}
