@@ -19,8 +19,8 @@
  *                        Elixir as a %Shmex{} whose guard is a resource of
  *                        this library: its destructor unmaps, closes and
  *                        unlinks when the VM collects it. The least any NIF
- *                        library does that gives C-made payloads to Elixir;
- *                        the n payloads
+ *                        library does that gives C-made payloads to Elixir.
+ *                        Returns the n payloads
  */
 #define _GNU_SOURCE
 #include <erl_nif.h>
@@ -36,6 +36,10 @@
 static ErlNifResourceType *GUARD;
 static ErlNifResourceType *FLOOR_PAYLOAD;
 static int SHM_DIR = -1;
+static ERL_NIF_TERM STRUCT_KEYS[5], SHMEX_MODULE;
+
+#define STRING(x) #x
+#define NAMED(x) STRING(x)
 
 /* A payload of floor_allocate_terms: what its destructor lets go of. */
 typedef struct {
@@ -49,8 +53,11 @@ static void floor_payload_destructor(ErlNifEnv *env, void *object) {
   (void)env;
   FloorPayload *payload = object;
   if (payload->memory != MAP_FAILED) munmap(payload->memory, payload->size);
-  if (payload->fd >= 0) close(payload->fd);
-  unlinkat(SHM_DIR, payload->name, 0);
+  if (payload->fd >= 0) {
+    /* Created by this payload (O_EXCL): its name is this payload's. */
+    close(payload->fd);
+    unlinkat(SHM_DIR, payload->name, 0);
+  }
 }
 
 static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {
@@ -61,6 +68,9 @@ static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {
   FLOOR_PAYLOAD = enif_open_resource_type(env, NULL, "floor_payload", floor_payload_destructor,
                                           ERL_NIF_RT_CREATE, NULL);
   SHM_DIR = open("/dev/shm", O_DIRECTORY | O_PATH | O_CLOEXEC);
+  const char *keys[] = {"__struct__", "name", "guard", "size", "capacity"};
+  for (int i = 0; i < 5; i++) STRUCT_KEYS[i] = enif_make_atom(env, keys[i]);
+  SHMEX_MODULE = enif_make_atom(env, "Elixir.Shmex");
   return GUARD == NULL || FLOOR_PAYLOAD == NULL || SHM_DIR < 0;
 }
 
@@ -120,8 +130,9 @@ static ERL_NIF_TERM floor_touch(ErlNifEnv *env, int argc, const ERL_NIF_TERM arg
   ErlNifBinary name;
   unsigned n;
   char path[300];
-  if (!enif_inspect_binary(env, argv[0], &name) || name.size > 255 ||
-      !enif_get_uint(env, argv[1], &n) || n == 0) {
+  if (!enif_inspect_binary(env, argv[0], &name) || name.size < 2 || name.size > 255 ||
+      name.data[0] != '/' || memchr(name.data + 1, '/', name.size - 1) ||
+      memchr(name.data, 0, name.size) || !enif_get_uint(env, argv[1], &n) || n == 0) {
     return enif_make_badarg(env);
   }
   snprintf(path, sizeof path, "%.*s", (int)name.size - 1, (const char *)name.data + 1);
@@ -151,7 +162,7 @@ static ERL_NIF_TERM floor_allocate(ErlNifEnv *env, int argc, const ERL_NIF_TERM 
   char name[64];
   double start = now();
   for (unsigned i = 0; i < n; i++) {
-    snprintf(name, sizeof name, "shmex-floor-%d-%u", getpid(), i);
+    snprintf(name, sizeof name, "shmex-floor-terms-%s-%d-%u", NAMED(MODULE), getpid(), i);
     int fd = openat(dir, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0 || ftruncate(fd, size) != 0) return enif_make_badarg(env);
     void *memory = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
@@ -172,13 +183,10 @@ static ERL_NIF_TERM floor_allocate_terms(ErlNifEnv *env, int argc, const ERL_NIF
     return enif_make_badarg(env);
   }
   static unsigned counter;
-  ERL_NIF_TERM keys[] = {enif_make_atom(env, "__struct__"), enif_make_atom(env, "name"),
-                         enif_make_atom(env, "guard"), enif_make_atom(env, "size"),
-                         enif_make_atom(env, "capacity")};
   ERL_NIF_TERM list = enif_make_list(env, 0);
   for (unsigned i = 0; i < n; i++) {
     FloorPayload *payload = enif_alloc_resource(FLOOR_PAYLOAD, sizeof *payload);
-    int length = snprintf(payload->name, sizeof payload->name, "shmex-floor-%d-%u", getpid(),
+    int length = snprintf(payload->name, sizeof payload->name, "shmex-floor-terms-%s-%d-%u", NAMED(MODULE), getpid(),
                           __atomic_fetch_add(&counter, 1, __ATOMIC_RELAXED));
     payload->size = size;
     payload->memory = MAP_FAILED;
@@ -198,12 +206,12 @@ static ERL_NIF_TERM floor_allocate_terms(ErlNifEnv *env, int argc, const ERL_NIF
     unsigned char *bytes = enif_make_new_binary(env, length + 1, &name);
     bytes[0] = '/';
     memcpy(bytes + 1, payload->name, length);
-    ERL_NIF_TERM values[] = {enif_make_atom(env, "Elixir.Shmex"), name,
+    ERL_NIF_TERM values[] = {SHMEX_MODULE, name,
                              enif_make_resource(env, payload), enif_make_uint(env, size),
                              enif_make_uint(env, size)};
     enif_release_resource(payload);
     ERL_NIF_TERM shm;
-    enif_make_map_from_arrays(env, keys, values, 5, &shm);
+    enif_make_map_from_arrays(env, STRUCT_KEYS, values, 5, &shm);
     list = enif_make_list_cell(env, shm, list);
   }
   return list;

@@ -117,7 +117,9 @@ defmodule Shmex.Bench do
           "read 64 B #{round(read)}, write 64 B #{round(write)}"
       )
     else
-      _ -> IO.puts("Least a NIF does: not measured (no gcc)")
+      nil -> IO.puts("Least a NIF does: not measured (no gcc)")
+      {output, status} -> IO.puts("Least a NIF does: not built (gcc #{status}):\n#{output}")
+      {:error, reason} -> IO.puts("Least a NIF does: not loaded: #{inspect(reason)}")
     end
 
     File.rm(library <> ".so")
