@@ -88,7 +88,8 @@ defmodule Shmex.RustPrimaryTest do
   @tag timeout: 300_000
   test "the Rust NIF's data_mut and write wait for a long Elixir read in flight" do
     half = 128 <<< 20
-    shm = Shmex.new(:binary.copy("a", half) <> :binary.copy("b", half))
+    original = :binary.copy("a", half) <> :binary.copy("b", half)
+    shm = Shmex.new(original)
 
     for {what, change, after_change} <- [
           {"data_mut", &Rust.reverse/1, "b"},
@@ -109,19 +110,17 @@ defmodule Shmex.RustPrimaryTest do
       spin_for(10)
       started = System.monotonic_time()
       change.(shm)
-      changed = System.monotonic_time()
       {data, read} = Task.await(reader, 120_000)
 
       assert started < read, "#{what} began while the read was in flight"
-      assert read < changed, "#{what} ended after the read"
-      # The read saw the data as it was, the change saw none of it.
-      assert byte_size(data) == 2 * half
-      assert :binary.match(data, "b", scope: {0, half}) == :nomatch, what
-      assert :binary.match(data, "a", scope: {half, half}) == :nomatch, what
+      # The read saw the data as it was, whole: the change waited for it
+      # (when the reader's process gets to note the time is the VM's
+      # business, so no clock says which ended first).
+      assert data == original, "#{what} changed the data under the read"
       assert Native.read(%{shm | size: 1}) == {:ok, after_change}, what
 
       # As it was, for the next round.
-      {:ok, _} = Native.write(shm, :binary.copy("a", half) <> :binary.copy("b", half))
+      {:ok, _} = Native.write(shm, original)
     end
   end
 
