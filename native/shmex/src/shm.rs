@@ -199,10 +199,7 @@ impl<'a> Shm<'a> {
         })?;
         match read {
             Progress::Done(buffer) => Ok(buffer),
-            Progress::Going(mut reading) => {
-                while !reading.step(Duration::MAX)? {}
-                Ok(reading.into_buffer())
-            }
+            Progress::Going(reading) => reading.run_out(),
         }
     }
 
@@ -811,6 +808,12 @@ impl<B: DerefMut<Target = [u8]>> Reading<B> {
         self.buffer
     }
 
+    /// Reads to the end, however long it takes: the bytes read.
+    pub fn run_out(mut self) -> Result<B> {
+        while !self.step(Duration::MAX)? {}
+        Ok(self.into_buffer())
+    }
+
     /// The turn the read holds.
     #[cfg_attr(not(feature = "nif"), allow(dead_code))] // steps are for NIF calls
     pub fn holds(&self) -> Holds<'_> {
@@ -1238,16 +1241,14 @@ mod tests {
 
     #[test]
     fn an_append_stopped_between_steps_puts_the_target_back() {
-        let target = allocate(b"abc");
-        let source = allocate(&pattern(8 * MIB));
-        let shm = Shm::of_guard(&target, Claim::full(3));
-        let from = Shm::of_guard(&source, Claim::full(8 * MIB));
-        let mut append = going(shm.append_with(&InSteps::default(), &from).unwrap());
-        assert!(!append.step(Duration::ZERO).unwrap());
+        let (target, _source, append) = started_append();
         assert_eq!(size_of(&target), 8 * MIB + 3, "grown for the copy");
         drop(append);
         assert_eq!(size_of(&target), 3);
-        assert_eq!(shm.read(3).unwrap(), b"abc");
+        assert_eq!(
+            Shm::of_guard(&target, Claim::full(3)).read(3).unwrap(),
+            b"abc"
+        );
     }
 
     #[test]
@@ -1298,15 +1299,21 @@ mod tests {
         paused
     }
 
-    /// An append of 8 MiB of [`pattern`] to `abc`, paused after its first
-    /// step: the target's and source's guards, and the append.
-    fn paused_append() -> (Guard, Guard, Arc<Paused>) {
+    /// An append of 8 MiB of [`pattern`] to `abc`, after its first step:
+    /// the target's and source's guards, and the append.
+    fn started_append() -> (Guard, Guard, Moving) {
         let target = allocate(b"abc");
         let source = allocate(&pattern(8 * MIB));
         let shm = Shm::of_guard(&target, Claim::full(3));
         let from = Shm::of_guard(&source, Claim::full(8 * MIB));
         let mut append = going(shm.append_with(&InSteps::default(), &from).unwrap());
         assert!(!append.step(Duration::ZERO).unwrap());
+        (target, source, append)
+    }
+
+    /// [`started_append`], paused between its steps.
+    fn paused_append() -> (Guard, Guard, Arc<Paused>) {
+        let (target, source, append) = started_append();
         (target, source, pause(append))
     }
 

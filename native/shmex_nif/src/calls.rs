@@ -517,10 +517,7 @@ pub fn read<'a>(env: Env<'a>, on: Scheduler, shm: Term<'a>, read_size: Term<'a>)
                 settle(env, read, |progress| {
                     let data = match progress {
                         Progress::Done(data) => data,
-                        Progress::Going(mut reading) => {
-                            while !reading.step(STEP)? {}
-                            reading.into_buffer()
-                        }
+                        Progress::Going(reading) => reading.run_out()?,
                     };
                     Ok(Outcome::Reply(Ok(ok(env, data.into_term(env)))))
                 })

@@ -261,8 +261,8 @@ unsafe extern "C" fn local_read(
                     let buffer = alloc(context, len);
                     (!buffer.is_null()).then(|| std::slice::from_raw_parts_mut(buffer, len))
                 };
-                if let Progress::Going(mut reading) = shm.read_with(&Blocking, len, buffer)? {
-                    while !reading.step(std::time::Duration::MAX)? {}
+                if let Progress::Going(reading) = shm.read_with(&Blocking, len, buffer)? {
+                    reading.run_out()?;
                 }
                 Ok(())
             })
