@@ -144,56 +144,10 @@ struct State {
     /// How many guards hold each file the name led to when it was guarded:
     /// the last guard of a file unlinks it, whatever guards the name's
     /// other files have.
-    guarded: Guarded,
+    guarded: Vec<(Identity, usize)>,
     /// The work holding turns here that waits between two of its steps,
     /// for a blocked thread to finish.
     yielded: Vec<Yielded>,
-}
-
-/// How many guards hold each file: mostly one file, counted in place (a
-/// list only for the rare name guarded as several files).
-#[derive(Debug, Default)]
-struct Guarded {
-    first: Option<(Identity, usize)>,
-    more: Vec<(Identity, usize)>,
-}
-
-impl Guarded {
-    /// Counts a guard of the file `identity` in (`held`) or out; how many
-    /// guards hold that file then.
-    fn count(&mut self, identity: Identity, held: bool) -> usize {
-        let counted = self
-            .first
-            .iter_mut()
-            .chain(self.more.iter_mut())
-            .find(|(file, _)| *file == identity);
-        let left = match (counted, held) {
-            (Some((_, count)), true) => {
-                *count += 1;
-                return *count;
-            }
-            (Some((_, count)), false) => {
-                *count -= 1;
-                *count
-            }
-            (None, true) => {
-                match self.first {
-                    None => self.first = Some((identity, 1)),
-                    Some(_) => self.more.push((identity, 1)),
-                }
-                return 1;
-            }
-            (None, false) => return 0,
-        };
-        if left == 0 {
-            if self.first.is_some_and(|(file, _)| file == identity) {
-                self.first = self.more.pop();
-            } else {
-                self.more.retain(|(file, _)| *file != identity);
-            }
-        }
-        left
-    }
 }
 
 /// Work that holds turns between its steps (see `Turn::yield_to`), run to
@@ -458,7 +412,27 @@ impl Entry {
         } else {
             self.guards.fetch_sub(1, Ordering::AcqRel);
         }
-        self.state().guarded.count(identity, held)
+        let mut state = self.state();
+        let at = state.guarded.iter().position(|(file, _)| *file == identity);
+        match (at, held) {
+            (Some(at), true) => {
+                state.guarded[at].1 += 1;
+                state.guarded[at].1
+            }
+            (None, true) => {
+                state.guarded.push((identity, 1));
+                1
+            }
+            (Some(at), false) => {
+                state.guarded[at].1 -= 1;
+                let left = state.guarded[at].1;
+                if left == 0 {
+                    state.guarded.swap_remove(at);
+                }
+                left
+            }
+            (None, false) => 0,
+        }
     }
 
     /// How many guards hold the entry: those of this process's guards of
@@ -769,26 +743,6 @@ mod tests {
         inode: 0,
     };
     use crate::test_support::Scratch;
-
-    #[test]
-    fn guards_are_counted_per_file_however_many_files() {
-        let file = |inode| Identity { device: 1, inode };
-        let mut guarded = Guarded::default();
-        assert_eq!(guarded.count(file(1), false), 0, "nothing to let go");
-        assert_eq!(guarded.count(file(1), true), 1);
-        assert_eq!(guarded.count(file(2), true), 1);
-        assert_eq!(guarded.count(file(3), true), 1);
-        assert_eq!(guarded.count(file(1), true), 2);
-        assert_eq!(guarded.count(file(1), false), 1);
-        assert_eq!(guarded.count(file(1), false), 0);
-        // The first file's last guard gone, the others keep their counts.
-        assert_eq!(guarded.count(file(1), false), 0);
-        assert_eq!(guarded.count(file(3), true), 2);
-        assert_eq!(guarded.count(file(2), false), 0);
-        assert_eq!(guarded.count(file(3), false), 1);
-        assert_eq!(guarded.count(file(3), false), 0);
-        assert!(guarded.first.is_none() && guarded.more.is_empty());
-    }
 
     #[test]
     fn spellings_of_a_name_share_one_entry() {

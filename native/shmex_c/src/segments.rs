@@ -20,20 +20,7 @@ use crate::types::{not_mapped, Shmex, ShmexLibResult};
 /// The mappings this library handed to C, by address: `shmex_unmap` lets go
 /// of exactly those, whatever the struct's capacity says by then. One
 /// segment's kept mapping may be handed out several times at once.
-static MAPPINGS: Mutex<BTreeMap<usize, Handles>> = Mutex::new(BTreeMap::new());
-
-/// The handles of the mappings handed out at one address, the last handed
-/// out last: mostly one, kept in place.
-struct Handles {
-    first: Handle,
-    more: Vec<Handle>,
-}
-
-impl Handles {
-    fn last(&self) -> &Handle {
-        self.more.last().unwrap_or(&self.first)
-    }
-}
+static MAPPINGS: Mutex<BTreeMap<usize, Vec<Handle>>> = Mutex::new(BTreeMap::new());
 
 /// What keeps a mapping handed to C mapped.
 enum Handle {
@@ -163,10 +150,13 @@ pub unsafe extern "C" fn shmex_unmap(payload: *mut Shmex) {
             // Dropping its handle lets go of it; C must not use it any more,
             // by the header's contract.
             let handle = match lock_mappings().entry(memory as usize) {
-                Entry::Occupied(mut handles) => match handles.get_mut().more.pop() {
-                    Some(handle) => Some(handle),
-                    None => Some(handles.remove().first),
-                },
+                Entry::Occupied(mut handles) => {
+                    let handle = handles.get_mut().pop();
+                    if handles.get().is_empty() {
+                        handles.remove();
+                    }
+                    handle
+                }
                 Entry::Vacant(_) => None,
             };
             drop(handle);
@@ -203,7 +193,8 @@ pub unsafe extern "C" fn shmex_mapping_faulted(payload: *const Shmex) -> c_int {
             let mappings = lock_mappings();
             let faulted = mappings
                 .get(&(payload.mapped_memory as usize))
-                .is_some_and(|handles| handles.last().faulted());
+                .and_then(|handles| handles.last())
+                .is_some_and(Handle::faulted);
             c_int::from(faulted)
         },
         || 0,
@@ -296,15 +287,10 @@ pub unsafe extern "C" fn shmex_generate_shm_name(name: *mut c_char, _attempt: c_
 /// Keeps the handle of the mapping at `address` in the table and gives C the
 /// address.
 fn hand_out(address: *mut u8, handle: Handle) -> *mut c_void {
-    match lock_mappings().entry(address as usize) {
-        Entry::Occupied(mut handles) => handles.get_mut().more.push(handle),
-        Entry::Vacant(free) => {
-            free.insert(Handles {
-                first: handle,
-                more: Vec::new(),
-            });
-        }
-    }
+    lock_mappings()
+        .entry(address as usize)
+        .or_default()
+        .push(handle);
     address.cast()
 }
 
@@ -326,6 +312,6 @@ unsafe fn unmapped<'p>(payload: *mut Shmex) -> Result<(&'p mut Shmex, ShmName), 
     Ok((payload, name))
 }
 
-fn lock_mappings() -> MutexGuard<'static, BTreeMap<usize, Handles>> {
+fn lock_mappings() -> MutexGuard<'static, BTreeMap<usize, Vec<Handle>>> {
     MAPPINGS.lock().unwrap_or_else(PoisonError::into_inner)
 }

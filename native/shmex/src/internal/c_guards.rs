@@ -10,14 +10,7 @@ use crate::name::ShmName;
 use crate::sys::Identity;
 use crate::Guard;
 
-type Held = HashMap<(ShmName, Identity), Guards>;
-
-/// The guards kept for one name and identity: mostly one (a segment C
-/// allocated), so it is kept in place, and only further ones in a list.
-struct Guards {
-    first: Guard,
-    more: Vec<Guard>,
-}
+type Held = HashMap<(ShmName, Identity), Vec<Guard>>;
 
 static HELD: Mutex<Option<Held>> = Mutex::new(None);
 
@@ -29,15 +22,11 @@ fn held() -> MutexGuard<'static, Option<Held>> {
 /// Keeps `guard` for a C guard.
 pub(super) fn hold(guard: Guard) {
     let key = (guard.name().clone(), guard.identity());
-    match held().get_or_insert_with(HashMap::new).entry(key) {
-        Entry::Occupied(mut kept) => kept.get_mut().more.push(guard),
-        Entry::Vacant(free) => {
-            free.insert(Guards {
-                first: guard,
-                more: Vec::new(),
-            });
-        }
-    }
+    held()
+        .get_or_insert_with(HashMap::new)
+        .entry(key)
+        .or_default()
+        .push(guard);
 }
 
 /// Takes one guard kept for `name` and `identity`, if any.
@@ -46,10 +35,11 @@ fn take(name: &ShmName, identity: Identity) -> Option<Guard> {
     let Entry::Occupied(mut kept) = held.as_mut()?.entry((name.clone(), identity)) else {
         return None;
     };
-    match kept.get_mut().more.pop() {
-        Some(guard) => Some(guard),
-        None => Some(kept.remove().first),
+    let guard = kept.get_mut().pop();
+    if kept.get().is_empty() {
+        kept.remove();
     }
+    guard
 }
 
 /// Drops one guard kept for `name` and `identity` (outside the lock: it may
